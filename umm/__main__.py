@@ -1,0 +1,5 @@
+import sys
+
+from umm.cli import main
+
+sys.exit(main())

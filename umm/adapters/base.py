@@ -1,0 +1,166 @@
+"""The adapter contract every model family implements.
+
+An adapter turns typed requests into typed results for one catalog entry. It owns its torch modules
+and nothing else: residency, locking and swapping belong to the manager. A capability is implemented
+by overriding its method; the contract tests check that overrides and catalog capabilities agree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+
+from umm.catalog import ModelSpec
+from umm.control import RunControl
+from umm.errors import ModelLoadError, OutOfMemoryError
+from umm.hub import missing_weights_error, weights_present
+from umm.types import EditRequest, GenerateRequest, ImageResult, RunInfo, UnderstandRequest
+
+log = logging.getLogger(__name__)
+
+CAPABILITY_METHODS = {"understand": "understand", "generate": "generate", "edit": "edit"}
+
+
+class Adapter:
+    """Base class; subclasses set ``family`` and implement ``load`` plus their capabilities."""
+
+    family: ClassVar[str] = ""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.device: torch.device | None = None
+        self.dtype: torch.dtype | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def load(self, device: torch.device, dtype: torch.dtype) -> None:
+        raise NotImplementedError
+
+    def modules(self) -> list[torch.nn.Module]:
+        """Every torch module holding weights, so the manager can move, measure and drop them."""
+        raise NotImplementedError
+
+    def unload(self) -> None:
+        """Drop every reference to weights; the manager then collects and empties caches."""
+        for name, value in list(vars(self).items()):
+            if isinstance(value, torch.nn.Module) or name in self._owned_attrs():
+                setattr(self, name, None)
+        self.device = None
+
+    def _owned_attrs(self) -> tuple[str, ...]:
+        """Non-module attributes (processors, pipelines) that also hold weights or buffers."""
+        return ()
+
+    def to(self, device: torch.device) -> None:
+        """Move loaded weights (for the host-RAM cache); no reload from disk."""
+        for module in self.modules():
+            module.to(device)
+        self.device = torch.device(device)
+
+    def weight_bytes(self) -> int:
+        seen: set[int] = set()
+        total = 0
+        for module in self.modules():
+            for tensor in [*module.parameters(), *module.buffers()]:
+                if id(tensor) not in seen:
+                    seen.add(id(tensor))
+                    total += tensor.numel() * tensor.element_size()
+        return total
+
+    # -- capabilities ----------------------------------------------------------------------
+    def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
+        raise NotImplementedError
+
+    def generate(self, request: GenerateRequest, control: RunControl) -> ImageResult:
+        raise NotImplementedError
+
+    def edit(self, request: EditRequest, control: RunControl) -> ImageResult:
+        raise NotImplementedError
+
+    @classmethod
+    def implements(cls, capability: str) -> bool:
+        """True when the subclass overrides the capability's method (a contract, not dispatch)."""
+        method = CAPABILITY_METHODS[capability]
+        return getattr(cls, method) is not getattr(Adapter, method)
+
+    # -- tiny checkpoints ------------------------------------------------------------------
+    @classmethod
+    def build_tiny(cls, directory: Path, spec: ModelSpec) -> None:
+        """Write a tiny random checkpoint of the real architecture, laid out like the hub repo."""
+        raise NotImplementedError
+
+    # -- helpers shared by adapters --------------------------------------------------------
+    def pretrained_kwargs(self) -> dict[str, Any]:
+        """Arguments every ``from_pretrained`` call gets: pinned revision, safetensors only."""
+        return {"use_safetensors": True, **self.source_kwargs()}
+
+    def source_kwargs(self) -> dict[str, Any]:
+        """Revision and offline flag for any ``from_pretrained`` (processors included)."""
+        if self.spec.is_local:
+            return {}
+        kwargs: dict[str, Any] = {"revision": self.spec.revision} if self.spec.revision else {}
+        if weights_present(self.spec):
+            kwargs["local_files_only"] = True  # no network round-trips for a cached snapshot
+        return kwargs
+
+    def generator(self, seed: int) -> torch.Generator:
+        device = self.device if self.device is not None and self.device.type != "mps" else torch.device("cpu")
+        return torch.Generator(device=device).manual_seed(seed)
+
+    def run_info(self, task: str, seed: int, params: dict[str, Any], **extra: Any) -> RunInfo:
+        return RunInfo(
+            model_id=self.spec.id, revision=self.spec.revision, task=task, seed=seed, params=params, **extra
+        )
+
+
+def resolve_seed(seed: int | None) -> int:
+    """The seed a run will use: the caller's, or a fresh random one that is then reported."""
+    if seed is None or seed < 0:
+        return random.randrange(0, 2**31 - 1)
+    return int(seed)
+
+
+_MISSING_MARKERS = (
+    "does not appear to have a file named",
+    "couldn't connect",
+    "cannot find the requested files",
+    "is not a local folder and is not a valid model identifier",
+    "we couldn't connect",
+    "offline mode",
+    "localentrynotfound",
+    "outgoing traffic has been disabled",
+)
+
+
+@contextlib.contextmanager
+def load_errors(spec: ModelSpec) -> Iterator[None]:
+    """Turn the many ways ``from_pretrained`` fails into one clear sentence for the user."""
+    try:
+        yield
+    except torch.OutOfMemoryError as err:
+        raise OutOfMemoryError(
+            f"Out of memory while loading {spec.name} (~{spec.weight_bytes / 1e9:.1f} GB of weights). "
+            "Free the accelerator, choose a smaller model, or enable CPU offload."
+        ) from err
+    except (OSError, ValueError, RuntimeError) as err:
+        text = str(err).lower()
+        if spec.is_local and _only_pickles(Path(spec.repo)):
+            raise ModelLoadError(
+                f"{spec.name}: the checkpoint at {spec.repo} ships only pickle (.bin/.pt) weights; "
+                "umm loads safetensors only."
+            ) from err
+        if not spec.is_local and (any(m in text for m in _MISSING_MARKERS) or not weights_present(spec)):
+            raise missing_weights_error(spec) from err
+        if spec.is_local and "safetensors" in text and not any(Path(spec.repo).rglob("*.safetensors")):
+            raise ModelLoadError(f"{spec.name}: no safetensors weights found in {spec.repo}.") from err
+        raise ModelLoadError(f"{spec.name} could not be loaded: {err}") from err
+
+
+def _only_pickles(directory: Path) -> bool:
+    pickles = any(p.suffix in {".bin", ".pt", ".pth", ".ckpt"} for p in directory.rglob("*"))
+    return pickles and not any(directory.rglob("*.safetensors"))

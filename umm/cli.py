@@ -1,0 +1,105 @@
+"""``python -m umm list | chat | generate | edit``: the command line over the same manager."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from umm.errors import UmmError
+
+
+def _parse_param(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m umm", description=__doc__)
+    parser.add_argument("--demo", action="store_true", help="also offer tiny random-weight models (offline)")
+    parser.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    lister = sub.add_parser("list", help="list catalog models")
+    lister.add_argument("--capability", choices=["understand", "generate", "edit"])
+
+    def task(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--model", required=True)
+        p.add_argument("--prompt", required=True)
+        p.add_argument("--seed", type=int, default=None, help="omit for a random seed (printed)")
+        p.add_argument("--param", "-p", action="append", default=[], type=_parse_param, metavar="NAME=VALUE")
+        return p
+
+    chat = task("chat", "ask about images")
+    chat.add_argument("--image", action="append", default=[])
+    gen = task("generate", "text to image")
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--out", default="outputs/umm.png", help="PNG path; several images get -1, -2, …")
+    edit = task("edit", "edit an image by instruction")
+    edit.add_argument("--image", action="append", required=True)
+    edit.add_argument("--negative-prompt", default="")
+    edit.add_argument("--out", default="outputs/umm-edit.png")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    try:
+        return _run(args)
+    except UmmError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    from umm.api import full_catalog
+    from umm.catalog import load_app_config
+
+    demo = args.demo or getattr(args, "model", "").startswith("tiny-")
+    catalog = full_catalog(demo)
+    if args.command == "list":
+        for spec in catalog:
+            if args.capability is None or spec.can(args.capability):
+                caps = ",".join(spec.capabilities)
+                print(f"{spec.id:24} {caps:26} {spec.weight_bytes / 1e9:6.2f} GB  {spec.repo}")
+        return 0
+
+    from umm.images import save_png
+    from umm.inputs import check_prompt, open_image
+    from umm.manager import manager_from_config
+    from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
+
+    manager = manager_from_config(catalog, load_app_config(), **({"device": args.device} if args.device else {}))
+    params = dict(args.param)
+    prompt = check_prompt(args.prompt)
+    if args.command == "chat":
+        images = [open_image(path) for path in args.image]
+        request = UnderstandRequest([Message("user", prompt, images)], params=params, seed=args.seed)
+        for chunk in manager.understand(args.model, request):
+            print(chunk, end="", flush=True)
+        print()
+        return 0
+    if args.command == "generate":
+        result = manager.generate(
+            args.model, GenerateRequest(prompt, args.negative_prompt, params=params, seed=args.seed)
+        )
+    else:
+        images = [open_image(path) for path in args.image]
+        result = manager.edit(args.model, EditRequest(images, prompt, args.negative_prompt, params, args.seed))
+    out = Path(args.out)
+    for index, image in enumerate(result.images):
+        path = out if len(result.images) == 1 else out.with_name(f"{out.stem}-{index + 1}{out.suffix}")
+        save_png(image, path, result.info)
+        print(f"wrote {path}")
+    print(f"seed: {result.info.seed}")
+    return 0

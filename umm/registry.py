@@ -1,0 +1,22 @@
+"""Adapter families as lazy ``module:Class`` strings, so importing the registry imports no model code."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from umm.adapters.base import Adapter
+
+FAMILIES: dict[str, str] = {
+    "janus": "umm.adapters.janus:JanusAdapter",
+    "janus-v1": "umm.adapters.janus_v1:JanusV1Adapter",
+    "emu3": "umm.adapters.emu3:Emu3Adapter",
+    "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
+}
+
+
+def adapter_class(family: str) -> type[Adapter]:
+    """Import and return the adapter class for ``family`` (only now is model code imported)."""
+    module_name, _, class_name = FAMILIES[family].partition(":")
+    return getattr(importlib.import_module(module_name), class_name)

@@ -1,0 +1,93 @@
+"""Tiny random checkpoints of the real architectures, for tests and the offline demo.
+
+Each adapter's ``build_tiny`` writes a checkpoint in the hub repo's layout; this module holds what
+they share (an offline tokenizer) and turns a real catalog entry into its tiny twin, which loads
+through exactly the same ``from_pretrained`` code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from umm.catalog import Catalog, ModelSpec
+
+log = logging.getLogger(__name__)
+
+CORPUS = (
+    "a photo of a cat sitting on a red chair. describe the image in detail. "
+    "what is in this picture? a dog running under the rain, a city at night, "
+    "the quick brown fox jumps over the lazy dog. 0123456789 ,.;:!?'\"()[]{}<>-_=+*/\\|@#$%^&~`\n"
+)
+
+
+def train_tokenizer(special_tokens: list[str], vocab_size: int = 384, **fast_kwargs):
+    """A byte-level BPE tokenizer trained in-process (no downloads), special tokens first."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=special_tokens,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator([CORPUS] * 4, trainer=trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **fast_kwargs)
+
+
+def tiny_spec(spec: ModelSpec, directory: Path) -> ModelSpec:
+    """The tiny twin of a catalog entry: same family and parameters, local random weights."""
+    return spec.replace(
+        id=f"tiny-{spec.id}",
+        name=f"{spec.name} (tiny, random weights)",
+        repo=str(directory),
+        revision=None,
+        dtype="float32",
+        weight_bytes=sum(p.stat().st_size for p in directory.rglob("*.safetensors")),
+        description=f"Random tiny weights with the architecture of {spec.name}, for tests and demos.",
+        demo=True,
+    )
+
+
+def build_tiny_catalog(catalog: Catalog, root: Path, families: set[str] | None = None) -> Catalog:
+    """Build (or reuse) one tiny checkpoint per family and return a catalog of their twins.
+
+    One checkpoint per family is enough: entries of the same family differ only in size.
+    """
+    from umm.registry import adapter_class
+
+    root = Path(root)
+    specs: dict[str, ModelSpec] = {}
+    for spec in catalog:
+        if spec.family in specs or (families is not None and spec.family not in families):
+            continue
+        cls = adapter_class(spec.family)
+        directory = root / spec.family
+        marker = directory / ".complete"
+        version = _source_hash(cls)
+        if not marker.exists() or marker.read_text() != version:
+            shutil.rmtree(directory, ignore_errors=True)
+            cls.build_tiny(directory, spec)
+            marker.write_text(version)
+            log.info("built tiny %s checkpoint in %s", spec.family, directory)
+        specs[spec.family] = tiny_spec(spec, directory).replace(
+            id=f"tiny-{spec.family}", name=f"Tiny {spec.family} (random weights)"
+        )
+    return Catalog(list(specs.values()))
+
+
+def default_tiny_root() -> Path:
+    return Path(os.environ.get("UMM_TINY_DIR") or Path.home() / ".cache" / "umm" / "tiny")
+
+
+def _source_hash(cls: type) -> str:
+    """Rebuild a cached tiny checkpoint whenever the adapter file that builds it changes."""
+    return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()
