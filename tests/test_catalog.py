@@ -85,3 +85,12 @@ def test_importing_umm_imports_no_model_code():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_readme_model_table_matches_the_catalog(real_catalog):
+    from umm.catalog import markdown_table
+
+    readme = (MODELS_DIR.parents[1] / "README.md").read_text(encoding="utf-8")
+    start, end = "<!-- models:start -->\n", "\n<!-- models:end -->"
+    table = readme[readme.index(start) + len(start) : readme.index(end)]
+    assert table == markdown_table(real_catalog), "regenerate with: python -m umm table"

@@ -278,3 +278,19 @@ def load_app_config(path: Path | str = CONFIG_DIR / "app.yaml") -> dict[str, Any
         return {}
     with path.open(encoding="utf-8") as fh:
         return yaml.safe_load(fh) or {}
+
+
+def markdown_table(catalog: Catalog) -> str:
+    """The README's model table, generated from the catalog (a test keeps them in sync)."""
+    rows = [
+        "| id | model | understand | generate | edit | weights | license |",
+        "|---|---|:-:|:-:|:-:|--:|---|",
+    ]
+    for spec in catalog:
+        marks = ["✓" if spec.can(c) else "" for c in CAPABILITIES]
+        link = spec.links.get("hub") or f"https://huggingface.co/{spec.repo}"
+        rows.append(
+            f"| `{spec.id}` | [{spec.name}]({link}) | {' | '.join(marks)} | "
+            f"{spec.weight_bytes / 1e9:.1f} GB | {spec.license} |"
+        )
+    return "\n".join(rows)

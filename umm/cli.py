@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
+    sub.add_parser("table", help="print the README's model table (markdown)")
     lister = sub.add_parser("list", help="list catalog models")
     lister.add_argument("--capability", choices=["understand", "generate", "edit"])
 
@@ -67,6 +68,11 @@ def _run(args: argparse.Namespace) -> int:
 
     demo = args.demo or getattr(args, "model", "").startswith("tiny-")
     catalog = full_catalog(demo)
+    if args.command == "table":
+        from umm.catalog import load_catalog, markdown_table
+
+        print(markdown_table(load_catalog()))
+        return 0
     if args.command == "list":
         for spec in catalog:
             if args.capability is None or spec.can(args.capability):

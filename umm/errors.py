@@ -39,6 +39,10 @@ class OutOfMemoryError(UmmError):
     """The accelerator ran out of memory; state has been cleaned up."""
 
 
+class AdapterError(UmmError):
+    """A model raised something unexpected while running; the manager stayed consistent."""
+
+
 class CancelledError(UmmError):
     """The request was cancelled (stop button, disconnect)."""
 

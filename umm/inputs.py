@@ -69,7 +69,10 @@ def open_image(source: str | Path | bytes | Image.Image, *, max_bytes: int = MAX
             _check_dimensions(image.size)
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError("The image is too large to decode safely (decompression bomb protection).") from None
+        raise InputError(
+            f"The image is too large to decode safely (over {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels; "
+            "decompression-bomb protection). Please downscale it."
+        ) from None
     except UnidentifiedImageError:
         raise InputError("The file is not an image this app can read (use PNG, JPEG, WebP or GIF).") from None
     except (OSError, SyntaxError, ValueError) as err:

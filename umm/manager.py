@@ -21,7 +21,7 @@ from umm.adapters.base import Adapter
 from umm.catalog import Catalog, ModelSpec
 from umm.control import RunControl
 from umm.devices import free_memory, pick_device, torch_dtype
-from umm.errors import ModelLoadError, OutOfMemoryError, UmmError
+from umm.errors import AdapterError, ModelLoadError, OutOfMemoryError, UmmError
 from umm.host_cache import HostCache
 from umm.hub import require_weights, weights_present
 from umm.registry import adapter_class
@@ -109,6 +109,11 @@ class ModelManager:
             except torch.OutOfMemoryError as err:
                 free_memory(self.device)
                 raise OutOfMemoryError(f"Out of memory while running {spec.name}. {OOM_HINT}") from err
+            except UmmError:
+                raise
+            except Exception as err:
+                log.exception("%s failed while running", spec.id)
+                raise AdapterError(f"{spec.name} failed: {type(err).__name__}: {err}") from err
         finally:
             self._lane.release()
 
