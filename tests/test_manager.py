@@ -188,3 +188,4 @@ def test_concurrent_requests_never_get_another_users_model(tiny_catalog):
         t.join()
     assert not errors
     assert len(results) == 12 and all(asked == got for asked, got in results)
+

@@ -67,7 +67,11 @@ def build_tiny_catalog(catalog: Catalog, root: Path, families: set[str] | None =
     root = Path(root)
     specs: dict[str, ModelSpec] = {}
     for spec in catalog:
-        if spec.family in specs or (families is not None and spec.family not in families):
+        if families is not None and spec.family not in families:
+            continue
+        if spec.family in specs:  # entries split by task (Emu3 Chat/Gen): the one twin does every task
+            twin = specs[spec.family]
+            specs[spec.family] = twin.replace(capabilities={**spec.capabilities, **twin.capabilities})
             continue
         cls = adapter_class(spec.family)
         directory = root / spec.family

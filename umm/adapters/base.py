@@ -57,10 +57,16 @@ class Adapter:
         return ()
 
     def to(self, device: torch.device) -> None:
-        """Move loaded weights (for the host-RAM cache); no reload from disk."""
+        """Move loaded weights between the accelerator and the host-RAM cache; no reload from disk.
+
+        The first move to the host makes a (pinned, when CUDA is present) host copy of every tensor;
+        later evictions just point the tensors back at that copy, so eviction copies nothing and a
+        swap back is one host-to-device copy per tensor. Weights are frozen, so the copy stays valid.
+        """
+        device = torch.device(device)
         for module in self.modules():
-            module.to(device)
-        self.device = torch.device(device)
+            move_weights(module, device)
+        self.device = device
 
     def weight_bytes(self) -> int:
         seen: set[int] = set()
@@ -116,6 +122,34 @@ class Adapter:
         return RunInfo(
             model_id=self.spec.id, revision=self.spec.revision, task=task, seed=seed, params=params, **extra
         )
+
+
+def _tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    seen: set[int] = set()
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if id(tensor) not in seen:
+            seen.add(id(tensor))
+            yield name, tensor
+
+
+def move_weights(module: torch.nn.Module, device: torch.device) -> None:
+    """Move a module's tensors, keeping one reusable host copy (see ``Adapter.to``)."""
+    host: dict[str, torch.Tensor] | None = getattr(module, "_umm_host_copy", None)
+    if device.type == "cpu":
+        if host is None:
+            pin = torch.cuda.is_available()
+            host = {}
+            for name, tensor in _tensors(module):
+                copy = tensor.data.to("cpu")
+                host[name] = copy.pin_memory() if pin and copy.device.type == "cpu" else copy
+            module._umm_host_copy = host
+        for name, tensor in _tensors(module):
+            tensor.data = host[name]
+        return
+    for _, tensor in _tensors(module):
+        tensor.data = tensor.data.to(device, non_blocking=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def resolve_seed(seed: int | None) -> int:

@@ -1,0 +1,148 @@
+"""Chat / VQA: multimodal turns, streamed replies, stop, clear and regenerate."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+
+from umm.types import Message, UnderstandRequest
+from umm.ui import checks
+from umm.ui.context import Picker, UiContext, model_picker, render_controls, wire_picker
+from umm.ui.runs import LANE_KWARGS, progress_control, stream_text, user_errors
+
+log = logging.getLogger(__name__)
+SLOT = "chat"
+
+
+def build(ctx: UiContext, app: gr.Blocks) -> None:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            picker = model_picker(ctx, "understand", "chat")
+            seed = render_controls(picker, "chat")
+        with gr.Column(scale=3):
+            chatbot = gr.Chatbot(
+                label="Conversation", elem_id="chat-history", height=460, buttons=["copy"],
+                placeholder="Ask about an image: attach it with 📎, type a question, press Enter.",
+            )
+            box = gr.MultimodalTextbox(
+                placeholder="Message (attach images with 📎)", file_types=["image"], file_count="multiple",
+                elem_id="chat-input", show_label=False, submit_btn=True,
+            )
+            with gr.Row():
+                stop = gr.Button("⏹ Stop", variant="stop", size="sm", elem_id="chat-stop")
+                regen = gr.Button("🔄 Regenerate", size="sm", elem_id="chat-regenerate")
+                clear = gr.Button("🗑 Clear", size="sm", elem_id="chat-clear")
+            if ctx.examples.get("chat"):
+                gr.Examples(ctx.examples["chat"], inputs=[box], label="Examples", cache_examples=False)
+    wire_picker(ctx, picker, "chat", app)
+    _wire(ctx, picker, chatbot, box, seed, stop, regen, clear)
+
+
+def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
+    panel = picker.panel
+    kwargs = dict(panel.components)
+    names = ["model_id", "message", "history", "seed", *kwargs]
+
+    def check_chat(model_id, message, history, seed, **params):
+        checks.check_model(ctx.manager, model_id, "understand")
+        message = message or {}
+        text = checks.check_text(message.get("text"), "message", what="message")
+        images = checks.check_images(message.get("files") or [], "message", ctx.max_upload_bytes)
+        return _request(ctx, model_id, history or [], text, images, seed, panel.collect(model_id, params))
+
+    def chat(model_id, message, history, seed, request: gr.Request = None, **params) -> Iterator[Any]:
+        with user_errors():
+            req = check_chat(model_id, message, history, seed, **params)
+            files = [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files") or []]
+            user = {"role": "user", "content": [*({"path": f} for f in files), message.get("text", "")]}
+            history = [*(history or []), user]
+            yield from _reply(ctx, model_id, req, history, request, clear_box=True)
+
+    def check_regen(model_id, history, seed, **params):
+        checks.check_model(ctx.manager, model_id, "understand")
+        history = _drop_reply(history or [])
+        if not history:
+            raise checks.FieldError("history", "Nothing to regenerate yet: send a message first.")
+        return _request(ctx, model_id, history, None, [], seed, panel.collect(model_id, params))
+
+    def regenerate(model_id, history, seed, request: gr.Request = None, **params) -> Iterator[Any]:
+        with user_errors():
+            req = check_regen(model_id, history, seed, **params)
+            yield from _reply(ctx, model_id, req, _drop_reply(history), request, clear_box=False)
+
+    common = {"concurrency_id": LANE_KWARGS["concurrency_id"], "concurrency_limit": 1, "show_progress": "minimal"}
+    send = box.submit(
+        chat, [picker.dropdown, box, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs, api_name="chat",
+        validator=checks.validator(names, check_chat), **common,
+    )
+    again = regen.click(
+        regenerate, [picker.dropdown, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs,
+        api_name="chat_regenerate", validator=checks.validator(["model_id", "history", "seed", *kwargs], check_regen),
+        **common,
+    )
+
+    def stop_run(request: gr.Request = None) -> None:
+        ctx.runs.cancel(request, SLOT)
+
+    stop.click(stop_run, None, None, cancels=[send, again], queue=False, api_name="chat_stop")
+    clear.click(lambda: ([], None), None, [chatbot, box], queue=False, api_name="chat_clear")
+
+
+def _drop_reply(history: list[dict]) -> list[dict]:
+    """History without its trailing assistant turn(s), so the last user turn is answered again."""
+    history = list(history)
+    while history and history[-1].get("role") == "assistant":
+        history.pop()
+    return history
+
+
+def _request(ctx: UiContext, model_id, history, text, images, seed, params) -> UnderstandRequest:
+    messages = [_message(ctx, turn) for turn in history]
+    messages = [m for m in messages if m.text or m.images]
+    if text is not None:
+        messages.append(Message("user", text, images))
+    return UnderstandRequest(messages, params=params, seed=checks.check_seed(seed))
+
+
+def _message(ctx: UiContext, turn: dict) -> Message:
+    """A chatbot turn (content: str or list of parts) as a typed message; user images are reopened."""
+    content = turn.get("content")
+    parts = content if isinstance(content, list) else [content]
+    texts, files = [], []
+    for part in parts:
+        if isinstance(part, str):
+            texts.append(part)
+        elif isinstance(part, dict):
+            if part.get("type") == "text" or "text" in part:
+                texts.append(str(part.get("text", "")))
+            elif part.get("type") == "file" or "file" in part or "path" in part:
+                data = part.get("file", part)
+                files.append(data.get("path") if isinstance(data, dict) else data)
+    role = "assistant" if turn.get("role") == "assistant" else "user"
+    images = checks.check_images(files, "history", ctx.max_upload_bytes) if role == "user" else []
+    return Message(role, "\n".join(t for t in texts if t).strip(), images)
+
+
+def _reply(ctx, model_id, req, history, request, *, clear_box: bool) -> Iterator[Any]:
+    control = ctx.runs.start(request, SLOT, progress_control(ctx.manager, None, "reply"))
+    reply = {"role": "assistant", "content": ""}
+    history = [*history, reply]
+    box = None if clear_box else gr.update()
+    yield history, box
+    started = time.perf_counter()
+    text = ""
+    try:
+        for chunk in stream_text(ctx.manager, model_id, req, control):
+            text += chunk
+            reply["content"] = text
+            yield history, gr.update()
+    finally:
+        ctx.runs.finish(request, SLOT, control)
+    log.info("chat %s: %d chars in %.2f s", model_id, len(text), time.perf_counter() - started)
+    if not text:
+        reply["content"] = "*(empty reply)*"
+        yield history, gr.update()
