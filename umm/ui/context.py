@@ -44,6 +44,7 @@ def model_picker(ctx: UiContext, capability: str, prefix: str, label: str = "Mod
     dropdown = gr.Dropdown(
         choices=info.choices(ctx.manager, capability), value=model_id, label=label,
         elem_id=f"{prefix}-model", interactive=True,
+        allow_custom_value=True,  # an unknown id then reaches our check, which lists the known ones
     )
     card = gr.Markdown(info.card(ctx.manager, model_id), elem_id=f"{prefix}-card", elem_classes=["umm-card"])
     return Picker(dropdown, card, ParamPanel(ctx.manager.catalog, capability, prefix), gr.State(None))
@@ -53,7 +54,7 @@ def render_controls(picker: Picker, prefix: str, *, open: bool = False) -> gr.Nu
     """The accordion of the model's own controls, a seed box and a reset button; returns the seed box."""
     with gr.Accordion("Settings", open=open, elem_id=f"{prefix}-settings"):
         picker.panel.render(picker.dropdown.value)
-        with gr.Row(equal_height=True):
+        with gr.Row(equal_height=False, elem_classes=["umm-seed-row"]):
             seed = gr.Number(-1, label="Seed", info="-1 = random", precision=0, elem_id=f"{prefix}-seed", scale=3)
             dice = gr.Button("🎲 Random", size="sm", elem_id=f"{prefix}-random-seed", scale=1, min_width=90)
         dice.click(lambda: -1, None, seed, queue=False, api_visibility="private")
@@ -83,7 +84,8 @@ def wire_picker(ctx: UiContext, picker: Picker, prefix: str, app: gr.Blocks) -> 
             return info.card(ctx.manager, model_id)
 
     event = dropdown.change(
-        show, [dropdown, picker.pending], [card, picker.pending, *picker.controls], queue=False, api_name=f"{prefix}_select_model",
+        show, [dropdown, picker.pending], [card, picker.pending, *picker.controls], queue=False,
+        api_name=f"{prefix}_select_model",
         api_visibility="undocumented",
     )
     if not ctx.public:

@@ -49,7 +49,8 @@ def api_snippet(url: str, api_name: str, info: dict[str, Any], image_args: dict[
         args["negative_prompt"] = info["negative_prompt"]
     args["seed"] = info["seed"]
     args.update(info.get("params") or {})
-    lines = ["from gradio_client import Client, handle_file", "", f"client = Client({url!r})", "result = client.predict("]
+    lines = ["from gradio_client import Client, handle_file", "", f"client = Client({url!r})"]
+    lines.append("result = client.predict(")
     for name, path in (image_args or {}).items():
         lines.append(f"    {name}=handle_file({path!r}),")
     lines += [f"    {name}={value!r}," for name, value in args.items()]

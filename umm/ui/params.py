@@ -69,7 +69,8 @@ class ParamPanel:
                 continue
             update: dict[str, Any] = {"visible": True, "label": param.label or name, "info": param.help or None}
             if param.type in ("int", "float"):
-                update.update(minimum=param.min, maximum=param.max, step=param.step or (1 if param.type == "int" else 0.01))
+                step = param.step or (1 if param.type == "int" else 0.01)
+                update.update(minimum=param.min, maximum=param.max, step=step)
             if param.type == "choice":
                 update["choices"] = list(param.choices)
             if reset:
@@ -93,6 +94,10 @@ class ParamPanel:
         return [gr.update(value=params[name]) if name in params else gr.update() for name in self.components]
 
 
+def _unchecked(payload: float | None) -> float | None:
+    return payload
+
+
 def _component(name: str, variants: list[ParamSpec], elem_id: str, own: ParamSpec | None) -> gr.components.Component:
     """A control wide enough for every model's range (the model change narrows it in the page)."""
     first = own or variants[0]
@@ -104,10 +109,15 @@ def _component(name: str, variants: list[ParamSpec], elem_id: str, own: ParamSpe
         highs = [p.max for p in variants]
         if None in lows or None in highs:
             return gr.Number(value=first.default, precision=0 if kinds == {"int"} else None, **common)
-        return gr.Slider(
+        slider = gr.Slider(
             minimum=min(lows), maximum=max(highs), value=first.default,
             step=first.step or (1 if first.type == "int" else 0.01), **common,
         )
+        # Gradio's own range check runs during the validator's preprocessing and reaches API clients as
+        # a bare HTTP 400; leave the check to ParamSpec, whose message names the parameter and range.
+        # (An instance override, not a subclass: gradio writes a .pyi next to component subclasses.)
+        slider.preprocess = _unchecked  # type: ignore[method-assign]
+        return slider
     if kinds == {"bool"}:
         return gr.Checkbox(value=first.default, **common)
     if kinds == {"choice"}:

@@ -10,7 +10,13 @@ import gradio as gr
 from umm.types import GenerateRequest
 from umm.ui import checks, outputs
 from umm.ui.context import (
-    UiContext, base_url, model_picker, render_controls, uses_negative, wire_picker, wire_reuse,
+    UiContext,
+    base_url,
+    model_picker,
+    render_controls,
+    uses_negative,
+    wire_picker,
+    wire_reuse,
 )
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
 
@@ -23,7 +29,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             picker = model_picker(ctx, "generate", "gen")
             prompt = gr.Textbox(label="Prompt", lines=3, elem_id="gen-prompt", placeholder="Describe the image…")
             negative = gr.Textbox(
-                label="Negative prompt", lines=1, elem_id="gen-negative",
+                label="Negative prompt", value="", lines=1, elem_id="gen-negative",
                 visible=uses_negative(ctx.manager, picker.dropdown.value),
             )
             seed = render_controls(picker, "gen", open=True)
@@ -34,7 +40,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 gr.Examples(ctx.examples["generate"], inputs=[prompt], label="Example prompts", cache_examples=False)
         with gr.Column(scale=3):
             gallery = gr.Gallery(
-                label="Images", elem_id="gen-gallery", columns=2, height=480, format="png", object_fit="contain",
+                label="Images", elem_id="gen-gallery", columns=2, height="auto", format="png", object_fit="contain",
                 buttons=["download", "fullscreen"], interactive=False,
             )
             summary = gr.Markdown(elem_id="gen-summary")
@@ -86,7 +92,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         generate, [picker.dropdown, prompt, negative, seed], [gallery, summary, settings, snippet, files],
         inputs_kwargs=kwargs, api_name="generate", validator=checks.validator(names, check), **LANE_KWARGS,
     )
-    prompt.submit(
+    submit = prompt.submit(
         generate, [picker.dropdown, prompt, negative, seed], [gallery, summary, settings, snippet, files],
         inputs_kwargs=kwargs, api_visibility="private", validator=checks.validator(names, check), **LANE_KWARGS,
     )
@@ -94,4 +100,4 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     def stop_run(request: gr.Request = None) -> None:
         ctx.runs.cancel(request, SLOT)
 
-    stop.click(stop_run, None, None, cancels=[event], queue=False, api_name="generate_stop")
+    stop.click(stop_run, None, None, cancels=[event, submit], queue=False, api_name="generate_stop")

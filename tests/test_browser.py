@@ -1,0 +1,92 @@
+"""The page in headless Chromium: tabs switch, a tiny generation shows up in the gallery.
+
+Screenshots go to a temporary directory and, when ``UMM_SCREENSHOT_DIR`` is set, there too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def url(tiny_catalog):
+    from umm.manager import ModelManager
+    from umm.ui.app import build_app, launch_kwargs
+
+    app = build_app(ModelManager(tiny_catalog, device="cpu"))
+    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+               **launch_kwargs(20_000_000))
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+
+
+def test_tabs_and_generation(url: str, tmp_path: Path) -> None:
+    sync_api = pytest.importorskip("playwright.sync_api")
+    shots = tmp_path / "shots"
+    shots.mkdir()
+
+    def snap(page, name: str) -> None:
+        page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#chat-history", timeout=30_000)
+            snap(page, "chat")
+            for tab, marker in [("Edit", "#edit-instruction"), ("Compare", "#cmp-prompt"), ("Models", "#models-table")]:
+                page.get_by_role("tab", name=tab).click()
+                page.wait_for_selector(marker, state="visible", timeout=15_000)
+                snap(page, tab.lower())
+            page.get_by_role("tab", name="Text → image").click()
+            page.wait_for_selector("#gen-prompt textarea", state="visible", timeout=15_000)
+            _pick_model(page, "gen", "janus")
+            page.fill("#gen-prompt textarea", "a watercolor lighthouse")
+            page.click("#gen-run")
+            page.wait_for_selector("#gen-gallery img", timeout=120_000)
+            page.wait_for_selector("#gen-summary :text('seed')", timeout=30_000)
+            snap(page, "generate")
+            assert "seed" in page.inner_text("#gen-summary")
+        finally:
+            browser.close()
+    target = os.environ.get("UMM_SCREENSHOT_DIR")
+    if target:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, Path(target) / shot.name)
+    assert {p.name for p in shots.iterdir()} >= {"chat.png", "generate.png", "models.png"}
+
+
+def _pick_model(page, prefix: str, text: str) -> None:
+    """Choose the first model whose label contains ``text`` (keeps the run on a fast tiny model)."""
+    page.click(f"#{prefix}-model input")
+    option = page.locator("ul[role='listbox'] li", has_text=text).first
+    if option.count():
+        option.click()
+    else:
+        page.keyboard.press("Escape")

@@ -1,0 +1,58 @@
+"""``build_app``: the Blocks over a model manager (no launch; tests build it with a test manager)."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+
+from umm.inputs import MAX_FILE_BYTES
+from umm.manager import ModelManager
+from umm.ui import examples
+from umm.ui.context import UiContext
+from umm.ui.tabs import chat, compare, edit, generate, models
+
+log = logging.getLogger(__name__)
+
+TITLE = "umm · unified multimodal models"
+CSS = """
+.umm-card { font-size: 0.9em; }
+.umm-card blockquote { margin: 0 0 6px 0; padding: 4px 10px; border-left: 3px solid #f59e0b;
+  background: rgba(245, 158, 11, 0.08); }
+#umm-header h1 { margin-bottom: 0; }
+.umm-seed-row { align-items: end; }
+.umm-seed-row button { max-height: 40px; margin-bottom: 10px; }
+"""
+THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
+
+
+def build_app(
+    manager: ModelManager, *, public: bool = False, max_upload_bytes: int = MAX_FILE_BYTES, queue_size: int = 64
+) -> gr.Blocks:
+    """The whole UI. ``public`` hides load/unload (a public Space must not let visitors evict models)."""
+    ctx = UiContext(manager, public=public, max_upload_bytes=max_upload_bytes, examples=examples.examples())
+    demo_models = [s.name for s in manager.catalog if s.demo]
+    with gr.Blocks(title=TITLE) as app:
+        header = "# umm\nChat, generate and edit with unified multimodal models: one lane, one model resident."
+        if demo_models:
+            header += ("\n\n**Demo mode:** the models marked 🎲 are tiny checkpoints with *random weights*; "
+                       "they run offline and produce noise, to show how the app works.")
+        gr.Markdown(header, elem_id="umm-header")
+        with gr.Tabs(elem_id="umm-tabs"):
+            with gr.Tab("Chat / VQA", id="chat", elem_id="tab-chat"):
+                chat.build(ctx, app)
+            with gr.Tab("Text → image", id="generate", elem_id="tab-generate"):
+                generate.build(ctx, app)
+            with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
+                edit.build(ctx, app)
+            with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
+                compare.build(ctx, app)
+            with gr.Tab("Models", id="models", elem_id="tab-models"):
+                models.build(ctx, app)
+    app.queue(max_size=queue_size, default_concurrency_limit=1)
+    return app
+
+
+def launch_kwargs(max_upload_bytes: int) -> dict:
+    """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6)."""
+    return {"max_file_size": max_upload_bytes, "theme": THEME, "css": CSS}

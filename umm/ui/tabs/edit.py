@@ -1,0 +1,128 @@
+"""Edit by instruction: input image(s), the model's edit controls, before/after, output as new input."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import gradio as gr
+
+from umm.types import EditRequest
+from umm.ui import checks, info, outputs
+from umm.ui.context import (
+    UiContext,
+    base_url,
+    model_picker,
+    render_controls,
+    uses_negative,
+    wire_picker,
+    wire_reuse,
+)
+from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
+
+SLOT = "edit"
+
+
+def build(ctx: UiContext, app: gr.Blocks) -> None:
+    can_edit = bool(ctx.manager.catalog.ids("edit"))
+    gr.Markdown(info.no_editor_notice(ctx.manager), visible=not can_edit, elem_id="edit-notice")
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=300):
+            picker = model_picker(ctx, "edit", "edit")
+            image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300)
+            with gr.Accordion("More input images (optional)", open=False):
+                extra = gr.File(
+                    label="Reference images", file_count="multiple", file_types=["image"], elem_id="edit-extra"
+                )
+            instruction = gr.Textbox(
+                label="Instruction", lines=2, elem_id="edit-instruction", placeholder="e.g. make the sky purple"
+            )
+            negative = gr.Textbox(
+                label="Negative prompt", value="", elem_id="edit-negative",
+                visible=uses_negative(ctx.manager, picker.dropdown.value),
+            )
+            seed = render_controls(picker, "edit")
+            with gr.Row():
+                run = gr.Button("Edit", variant="primary", elem_id="edit-run", scale=3, interactive=can_edit)
+                stop = gr.Button("⏹ Stop", variant="stop", elem_id="edit-stop", scale=1)
+            if ctx.examples.get("edit"):
+                gr.Examples(ctx.examples["edit"], inputs=[image, instruction], label="Examples", cache_examples=False)
+        with gr.Column(scale=3):
+            compare = gr.ImageSlider(label="Before / after", type="filepath", elem_id="edit-before-after", height=420)
+            gallery = gr.Gallery(label="Outputs", elem_id="edit-gallery", columns=4, height=160, format="png")
+            summary = gr.Markdown(elem_id="edit-summary")
+            use = gr.Button("⤴ Use output as input", size="sm", elem_id="edit-use-output")
+            with gr.Accordion("Settings of this result · reuse · API", open=False):
+                settings = gr.JSON(label="Settings (also embedded in each PNG)", elem_id="edit-settings")
+                reuse = gr.Button("↩ Reuse these settings", size="sm", elem_id="edit-reuse")
+                snippet = gr.Code(label="Reproduce with gradio_client", language="python", elem_id="edit-api")
+                files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="edit-files")
+    selected = gr.State(0)
+    wire_picker(ctx, picker, "edit", app)
+    picker.dropdown.change(
+        lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
+        queue=False, api_visibility="private",
+    )
+    wire_reuse(reuse, settings, picker, instruction, negative, seed)
+
+    panel = picker.panel
+    kwargs = dict(panel.components)
+    names = ["model_id", "image", "extra_images", "instruction", "negative_prompt", "seed", *kwargs]
+
+    def check(model_id, image, extra_images, instruction, negative_prompt, seed, **params) -> EditRequest:
+        checks.check_model(ctx.manager, model_id, "edit")
+        if not image:
+            raise checks.FieldError("image", "Please add an input image to edit.")
+        images = checks.check_images([image, *(extra_images or [])], "image", ctx.max_upload_bytes)
+        return EditRequest(
+            images,
+            checks.check_text(instruction, "instruction", what="instruction"),
+            checks.check_text(negative_prompt, "negative_prompt", what="negative prompt", allow_empty=True),
+            params=panel.collect(model_id, params),
+            seed=checks.check_seed(seed),
+        )
+
+    def edit(
+        model_id, image, extra_images, instruction, negative_prompt, seed, progress: gr.Progress = gr.Progress(),
+        request: gr.Request = None, **params,
+    ) -> tuple[Any, ...]:
+        with user_errors():
+            req = check(model_id, image, extra_images, instruction, negative_prompt, seed, **params)
+            progress(None, desc="Waiting for the accelerator / loading the model…")
+            control = ctx.runs.start(request, SLOT, progress_control(ctx.manager, progress, "Editing"))
+            started = time.perf_counter()
+            try:
+                result = run_images(ctx.manager, "edit", model_id, req, control)
+            finally:
+                ctx.runs.finish(request, SLOT, control)
+            paths = outputs.save_result(result)
+            data = result.info.as_dict()
+            text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
+            snippet_text = outputs.api_snippet(base_url(request), "/edit", data, {"image": "input.png"})
+            return (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
+
+    inputs = [picker.dropdown, image, extra, instruction, negative, seed]
+    outs = [compare, gallery, summary, settings, snippet, files, selected]
+    event = run.click(
+        edit, inputs, outs, inputs_kwargs=kwargs, api_name="edit", validator=checks.validator(names, check),
+        **LANE_KWARGS,
+    )
+
+    def stop_run(request: gr.Request = None) -> None:
+        ctx.runs.cancel(request, SLOT)
+
+    stop.click(stop_run, None, None, cancels=[event], queue=False, api_name="edit_stop")
+
+    def pick(evt: gr.SelectData) -> int:
+        return evt.index
+
+    gallery.select(pick, None, selected, queue=False, api_visibility="private")
+
+    def use_output(paths: list | None, index: int) -> Any:
+        if not paths:
+            raise gr.Error("No output yet: run an edit first.")
+        item = paths[min(index or 0, len(paths) - 1)]
+        return item[0] if isinstance(item, (list, tuple)) else item
+
+    use.click(use_output, [gallery, selected], [image], queue=False, api_name="edit_use_output",
+              api_visibility="undocumented")
