@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -39,3 +40,47 @@ def tiny_ids() -> list[str]:
     for spec in load_catalog():
         seen.setdefault(f"tiny-{spec.family}")
     return list(seen)
+
+
+CHEAP = {"num_images": 1, "steps": 1, "max_new_tokens": 8, "width": 64, "height": 64, "max_pixels": 4096}
+
+
+def cheap_params(spec, capability: str, **overrides) -> dict:
+    """The cheapest settings a model's schema allows, for CPU tests; sampling on, so seeds matter.
+
+    Tiny twins keep the real entries' schemas (1024 px, 50 steps, …), so tests lower them explicitly.
+    """
+    params = {}
+    for p in spec.capability(capability).params:
+        if p.name in CHEAP:
+            params[p.name] = max(p.min if p.min is not None else CHEAP[p.name], CHEAP[p.name])
+        elif p.name == "temperature":
+            params[p.name] = 1.0
+        elif p.type == "choice" and all(isinstance(c, (int, float)) for c in p.choices):
+            params[p.name] = min(p.choices)  # smallest area / size
+    params.update(overrides)
+    return params
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_app(manager: ModelManager, *, max_upload_bytes: int = 2_000_000, **build):
+    """The web app over ``manager``, launched on 127.0.0.1 for the duration of the block."""
+    from umm.ui.app import build_app, launch_kwargs
+
+    app = build_app(manager, max_upload_bytes=max_upload_bytes, **build)
+    app.launch(
+        server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True,
+        **launch_kwargs(max_upload_bytes),
+    )
+    try:
+        yield app
+    finally:
+        app.close()

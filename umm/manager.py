@@ -66,6 +66,8 @@ class ModelManager:
         self._unavailable: dict[str, str] = {}
         self._waiting = 0
         self.events: collections.deque[LoadEvent] = collections.deque(maxlen=1000)
+        self.lane_waits: collections.deque[float] = collections.deque(maxlen=10_000)  # seconds per request
+        self.runs: collections.deque[tuple[str, str]] = collections.deque(maxlen=10_000)  # (asked, resident)
 
     # -- state, readable at any time -------------------------------------------------------
     @property
@@ -97,13 +99,16 @@ class ModelManager:
         spec = self.catalog.get(model_id)
         with self._state:
             self._waiting += 1
+        asked = time.perf_counter()
         try:
             self._lane.acquire()
         finally:
             with self._state:
                 self._waiting -= 1
+        self.lane_waits.append(time.perf_counter() - asked)
         try:
             adapter = self._ensure_resident(spec)
+            self.runs.append((model_id, adapter.spec.id))
             try:
                 yield adapter
             except torch.OutOfMemoryError as err:
@@ -231,11 +236,12 @@ class ModelManager:
             adapter.to(torch.device("cpu"))
             for evicted in self._host.put(adapter.spec.id, adapter, size):
                 self._drop(evicted)
+            # Weights moved, nothing became garbage: return cached device blocks, skip the full gc pass.
+            free_memory(self.device, collect=False)
             self._record(adapter.spec.id, "to_host", "-", started, size)
         else:
-            self._drop(adapter)
+            self._drop(adapter)  # collects once and empties the device cache
             self._record(adapter.spec.id, "unload", "-", started, size)
-        free_memory(self.device)
 
     def _drop(self, adapter: Adapter) -> None:
         try:
