@@ -45,6 +45,8 @@ def _small(spec, capability):
                 params[p.name] = min(p.max or 8, 8)
         if p.name == "temperature":
             params[p.name] = 1.0  # random tiny weights: sample, so seeds matter
+        if p.name in ("width", "height"):
+            params[p.name] = max(int(p.min or 64), 64)  # tiny twins keep the real 1024 px default
     return params
 
 
