@@ -33,6 +33,7 @@ import torch
 from umm.adapters.base import Adapter, load_errors, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
+from umm.errors import InputError
 from umm.sampling import ControlStopping, SeededSampler, stream_generate
 from umm.types import GenerateRequest, ImageResult, Message, UnderstandRequest
 
@@ -135,22 +136,23 @@ class Emu3Adapter(Adapter):
         when they do not, the area shrinks until they do.
         """
         limit = self.model.config.text_config.max_position_embeddings
-        area = image_area
+        area, first_needed = image_area, None
         while True:
             inputs = self.image_inputs([prompt], area, ratio)
             height, width = (int(v) for v in inputs["image_sizes"][0])
             grid = height * (width + 1)
             needed = inputs["input_ids"].shape[1] + grid + END_TOKENS
+            first_needed = first_needed or needed
             if needed <= limit or area <= DOWNSAMPLE**2:
                 break
             # Tokens scale with area: jump close to the fitting area, then step down past rounding.
             area = max(DOWNSAMPLE**2, int(area * min(0.9, (limit - needed + grid) / max(grid, 1))))
         if height < 1 or width < 1 or needed > limit:
-            raise ValueError(f"the prompt is too long for {self.spec.name}'s context of {limit} tokens")
+            raise InputError(f"The prompt is too long for {self.spec.name}'s context of {limit} tokens.")
         if area != image_area:
             log.warning(
-                "%s: %d px area needs %d tokens, more than the %d-token context; using %dx%d px",
-                self.spec.id, image_area, needed, limit, width * DOWNSAMPLE, height * DOWNSAMPLE,
+                "%s: a %d px image needs %d tokens, more than its %d-token context; making %dx%d px instead",
+                self.spec.id, image_area, first_needed, limit, width * DOWNSAMPLE, height * DOWNSAMPLE,
             )
         return height, width, area
 
@@ -236,19 +238,21 @@ class Emu3Adapter(Adapter):
         config = Emu3Config(
             text_config={
                 "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 128,
+                "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 80,
                 "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
                 "eos_token_id": tokenizer.eos_token_id, "attention_dropout": 0.0,
             },
             vq_config={
                 "codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32,
                 "channel_multiplier": [1, 1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [3],
-                "hidden_size": 32, "num_attention_heads": 1,
+                "hidden_size": 32, "num_attention_heads": 1, "temporal_downsample_factor": 2,
             },
             vocabulary_map=tokenizer.get_vocab(),
         )
         torch.manual_seed(0)
         model = Emu3ForConditionalGeneration(config).eval()
+        # A peaked output head, so sampling, seeds and guidance visibly matter on random weights.
+        torch.nn.init.normal_(model.lm_head.weight, std=1.0)
         model.generation_config = GenerationConfig(
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,

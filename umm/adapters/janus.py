@@ -220,9 +220,10 @@ TINY_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
     "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image_placeholder>\n{% else %}{{ part['text'] }}{% endif %}"
+    "{% if part['type'] == 'image' %}<image_placeholder>{{ '\\n' }}{% else %}{{ part['text'] }}{% endif %}"
     "{% endfor %}"
-    "{% if message['role'] == 'user' %}\n\n{% else %}{{ eos_token }}{% endif %}"
+    # newlines right after a tag are trimmed by the template engine; write them as expressions
+    "{% if message['role'] == 'user' %}{{ '\\n\\n' }}{% else %}{{ eos_token }}{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
 )
