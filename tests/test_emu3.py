@@ -149,11 +149,12 @@ def test_generate_reports_progress_per_token_and_uses_the_official_prompts(emu3)
 
 
 def test_chat_prompt_follows_the_emu3_format(emu3):
-    from umm.adapters.emu3 import _conversation
+    from umm.adapters.base import chat_conversation
 
-    conversation, images = _conversation(
+    conversation, images = chat_conversation(
         [Message("user", "What is this?", [object.__new__(_FakeImage)]), Message("assistant", "A cube."),
-         Message("user", "Which colour?")]
+         Message("user", "Which colour?")],
+        emu3.system_prompt,
     )
     prompt = emu3.processor.apply_chat_template(conversation, add_generation_prompt=True)
     assert prompt == (

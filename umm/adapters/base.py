@@ -20,7 +20,7 @@ from umm.catalog import ModelSpec
 from umm.control import RunControl
 from umm.errors import ModelLoadError, OutOfMemoryError
 from umm.hub import missing_weights_error, weights_present
-from umm.types import EditRequest, GenerateRequest, ImageResult, RunInfo, UnderstandRequest
+from umm.types import EditRequest, GenerateRequest, ImageResult, Message, RunInfo, UnderstandRequest
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,60 @@ class Adapter:
         return RunInfo(
             model_id=self.spec.id, revision=self.spec.revision, task=task, seed=seed, params=params, **extra
         )
+
+
+class TransformersAdapter(Adapter):
+    """One transformers model plus its processor at the repo root, the common case for native classes."""
+
+    model_class: ClassVar[str] = ""  # a transformers class name, imported at load time
+    processor_class: ClassVar[str] = ""
+    system_prompt: ClassVar[str | None] = None  # prepended as a system turn in chats
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        self.model: Any = None
+        self.processor: Any = None
+
+    def load(self, device: torch.device, dtype: torch.dtype) -> None:
+        import transformers
+
+        with load_errors(self.spec):
+            processor_cls = getattr(transformers, self.processor_class)
+            model_cls = getattr(transformers, self.model_class)
+            self.processor = processor_cls.from_pretrained(self.spec.repo, **self.source_kwargs())
+            self.model = model_cls.from_pretrained(
+                self.spec.repo, dtype=dtype, device_map=str(device), **self.pretrained_kwargs()
+            ).eval()
+        self.device, self.dtype = torch.device(device), dtype
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.model] if self.model is not None else []
+
+    def _owned_attrs(self) -> tuple[str, ...]:
+        return ("processor",)
+
+    def chat_inputs(self, messages: list[Message]) -> dict[str, Any]:
+        """Processor inputs for a chat (template, image placeholders, pixels) on the model's device."""
+        conversation, images = chat_conversation(messages, self.system_prompt)
+        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
+        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt").to(self.device)
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
+        return dict(inputs)
+
+
+def chat_conversation(messages: list[Message], system_prompt: str | None = None) -> tuple[list[dict], list]:
+    """Chat-template messages with an image part per attached image, and the images in order."""
+    conversation: list[dict] = []
+    if system_prompt:
+        conversation.append({"role": "system", "content": [{"type": "text", "text": system_prompt}]})
+    images = []
+    for message in messages:
+        content: list[dict] = [{"type": "image"} for _ in message.images]
+        content.append({"type": "text", "text": message.text})
+        images.extend(image.convert("RGB") for image in message.images)
+        conversation.append({"role": message.role, "content": content})
+    return conversation, images
 
 
 def _tensors(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:

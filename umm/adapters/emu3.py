@@ -30,12 +30,12 @@ from pathlib import Path
 
 import torch
 
-from umm.adapters.base import Adapter, load_errors, resolve_seed
+from umm.adapters.base import TransformersAdapter, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
 from umm.errors import InputError
 from umm.sampling import ControlStopping, SeededSampler, stream_generate
-from umm.types import GenerateRequest, ImageResult, Message, UnderstandRequest
+from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 
 log = logging.getLogger(__name__)
 
@@ -51,43 +51,24 @@ DOWNSAMPLE = 8  # pixels per image token along each side (Emu3Processor assumes 
 END_TOKENS = 3  # end-of-frame, end-of-image, end-of-sequence after the grid
 
 
-class Emu3Adapter(Adapter):
+class Emu3Adapter(TransformersAdapter):
     family = "emu3"
 
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self.model = None
-        self.processor = None
+    model_class = "Emu3ForConditionalGeneration"
+    processor_class = "Emu3Processor"
+    system_prompt = SYSTEM_PROMPT
 
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import Emu3ForConditionalGeneration, Emu3Processor
-
-        with load_errors(self.spec):
-            self.processor = Emu3Processor.from_pretrained(self.spec.repo, **self.source_kwargs())
-            self.model = Emu3ForConditionalGeneration.from_pretrained(
-                self.spec.repo, dtype=dtype, device_map=str(device), **self.pretrained_kwargs()
-            ).eval()
+        super().load(device, dtype)
         self.processor.tokenizer.padding_side = "left"
-        self.device, self.dtype = torch.device(device), dtype
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model] if self.model is not None else []
-
-    def _owned_attrs(self) -> tuple[str, ...]:
-        return ("processor",)
 
     # -- understanding ---------------------------------------------------------------------
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
         params = self.spec.capability("understand").validate(request.params)
         seed = resolve_seed(request.seed)
-        conversation, images = _conversation(request.messages)
-        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        inputs = self.processor(text=[prompt], images=images or None, return_tensors="pt").to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         yield from stream_generate(
             self.model,
-            dict(inputs),
+            self.chat_inputs(request.messages),
             self.processor.tokenizer,
             control,
             max_new_tokens=params["max_new_tokens"],
@@ -305,14 +286,3 @@ class GridConstraint:
     def __call__(self, batch_id: int, input_ids: torch.Tensor) -> torch.Tensor:
         return self.allowed(input_ids.shape[0] - self.prompt_len).to(input_ids.device)
 
-
-def _conversation(messages: list[Message]) -> tuple[list[dict], list]:
-    """Chat-template messages (system turn first) with an image part per attached image."""
-    conversation = [{"role": "system", "content": [{"type": "text", "text": SYSTEM_PROMPT}]}]
-    images = []
-    for message in messages:
-        content = [{"type": "image"} for _ in message.images]
-        content.append({"type": "text", "text": message.text})
-        images.extend(image.convert("RGB") for image in message.images)
-        conversation.append({"role": message.role, "content": content})
-    return conversation, images

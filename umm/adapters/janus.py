@@ -15,36 +15,17 @@ from pathlib import Path
 
 import torch
 
-from umm.adapters.base import Adapter, load_errors, resolve_seed
+from umm.adapters.base import TransformersAdapter, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
 from umm.sampling import sample_tokens, stream_generate
-from umm.types import GenerateRequest, ImageResult, Message, UnderstandRequest
+from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 
 
-class JanusAdapter(Adapter):
+class JanusAdapter(TransformersAdapter):
     family = "janus"
-
-    def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
-        self.model = None
-        self.processor = None
-
-    def load(self, device: torch.device, dtype: torch.dtype) -> None:
-        from transformers import JanusForConditionalGeneration, JanusProcessor
-
-        with load_errors(self.spec):
-            self.processor = JanusProcessor.from_pretrained(self.spec.repo, **self.source_kwargs())
-            self.model = JanusForConditionalGeneration.from_pretrained(
-                self.spec.repo, dtype=dtype, device_map=str(device), **self.pretrained_kwargs()
-            ).eval()
-        self.device, self.dtype = torch.device(device), dtype
-
-    def modules(self) -> list[torch.nn.Module]:
-        return [self.model] if self.model is not None else []
-
-    def _owned_attrs(self) -> tuple[str, ...]:
-        return ("processor",)
+    model_class = "JanusForConditionalGeneration"
+    processor_class = "JanusProcessor"
 
     # -- understanding ---------------------------------------------------------------------
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
@@ -52,15 +33,9 @@ class JanusAdapter(Adapter):
 
         params = self.spec.capability("understand").validate(request.params)
         seed = resolve_seed(request.seed)
-        conversation, images = _conversation(request.messages)
-        prompt = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
-        inputs = self.processor(text=prompt, images=images or None, return_tensors="pt")
-        inputs = inputs.to(self.device)
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.dtype)
         yield from stream_generate(
             self.model,
-            dict(inputs),
+            self.chat_inputs(request.messages),
             self.processor.tokenizer,
             control,
             max_new_tokens=params["max_new_tokens"],
@@ -228,13 +203,3 @@ TINY_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
 )
 
-
-def _conversation(messages: list[Message]) -> tuple[list[dict], list]:
-    """Chat-template messages with image placeholders where each user turn carries images."""
-    conversation, images = [], []
-    for message in messages:
-        content = [{"type": "image"} for _ in message.images]
-        content.append({"type": "text", "text": message.text})
-        images.extend(image.convert("RGB") for image in message.images)
-        conversation.append({"role": message.role, "content": content})
-    return conversation, images
