@@ -17,6 +17,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the hub
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest single-threaded, and then do not fight the app server for the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def real_catalog() -> Catalog:
     return load_catalog()

@@ -13,15 +13,6 @@ from umm.sampling import SeededSampler
 from umm.types import GenerateRequest, Message
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other work for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def emu3(tiny_catalog):
     from umm.adapters.emu3 import Emu3Adapter

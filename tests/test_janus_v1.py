@@ -14,15 +14,6 @@ from safetensors.torch import load_file, save_file
 from umm.adapters.janus_v1 import JanusV1Adapter, build_processor, janus_config, original_to_hf
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded (and do not fight other work for the cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny_dir(tiny_catalog) -> Path:
     return Path(tiny_catalog.get("tiny-janus-v1").repo)

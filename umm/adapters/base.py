@@ -154,6 +154,24 @@ class TransformersAdapter(Adapter):
     def _owned_attrs(self) -> tuple[str, ...]:
         return ("processor",)
 
+    def stream_chat(self, request: UnderstandRequest, control: RunControl, **generate_kwargs: Any) -> Iterator[str]:
+        """Validated, seeded, streamed chat through ``generate`` with the catalog's sampling params."""
+        from umm.sampling import stream_generate
+
+        params = self.spec.capability("understand").validate(request.params)
+        yield from stream_generate(
+            self.model,
+            self.chat_inputs(request.messages),
+            self.processor.tokenizer,
+            control,
+            max_new_tokens=params["max_new_tokens"],
+            temperature=params["temperature"],
+            top_p=params.get("top_p", 1.0),
+            top_k=params.get("top_k", 0),
+            generator=self.generator(resolve_seed(request.seed)),
+            **generate_kwargs,
+        )
+
     def chat_inputs(self, messages: list[Message]) -> dict[str, Any]:
         """Processor inputs for a chat (template, image placeholders, pixels) on the model's device."""
         conversation, images = chat_conversation(messages, self.system_prompt)

@@ -34,7 +34,7 @@ from umm.adapters.base import TransformersAdapter, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
 from umm.errors import InputError
-from umm.sampling import ControlStopping, SeededSampler, stream_generate
+from umm.sampling import ControlStopping, SeededSampler
 from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 
 log = logging.getLogger(__name__)
@@ -64,19 +64,7 @@ class Emu3Adapter(TransformersAdapter):
 
     # -- understanding ---------------------------------------------------------------------
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
-        params = self.spec.capability("understand").validate(request.params)
-        seed = resolve_seed(request.seed)
-        yield from stream_generate(
-            self.model,
-            self.chat_inputs(request.messages),
-            self.processor.tokenizer,
-            control,
-            max_new_tokens=params["max_new_tokens"],
-            temperature=params["temperature"],
-            top_p=params["top_p"],
-            top_k=params["top_k"],
-            generator=self.generator(seed),
-        )
+        return self.stream_chat(request, control)
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, request: GenerateRequest, control: RunControl) -> ImageResult:

@@ -18,7 +18,7 @@ import torch
 from umm.adapters.base import TransformersAdapter, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
-from umm.sampling import sample_tokens, stream_generate
+from umm.sampling import sample_tokens
 from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 
 
@@ -31,20 +31,8 @@ class JanusAdapter(TransformersAdapter):
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
         from transformers import GenerationMixin
 
-        params = self.spec.capability("understand").validate(request.params)
-        seed = resolve_seed(request.seed)
-        yield from stream_generate(
-            self.model,
-            self.chat_inputs(request.messages),
-            self.processor.tokenizer,
-            control,
-            max_new_tokens=params["max_new_tokens"],
-            temperature=params["temperature"],
-            top_p=params["top_p"],
-            generator=self.generator(seed),
-            # Janus's own generate() drops logits_processor in text mode; the base class keeps it.
-            generate=functools.partial(GenerationMixin.generate, self.model),
-        )
+        # Janus's own generate() drops logits_processor in text mode; the base class keeps it.
+        return self.stream_chat(request, control, generate=functools.partial(GenerationMixin.generate, self.model))
 
     # -- generation ------------------------------------------------------------------------
     def generate(self, request: GenerateRequest, control: RunControl) -> ImageResult:
