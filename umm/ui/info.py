@@ -91,17 +91,17 @@ def table(manager: ModelManager) -> list[list[str]]:
         rows.append([
             spec.id,
             spec.name + (f" ({DEMO_BADGE})" if spec.demo and "random" not in spec.name else ""),
+            status_text(manager, spec.id),
             spec.family,
             ", ".join(spec.capabilities),
             parameters_text(spec),
             size_text(spec.weight_bytes),
             spec.license,
-            status_text(manager, spec.id),
         ])
     return rows
 
 
-TABLE_HEADERS = ["id", "name", "family", "capabilities", "parameters", "weights", "license", "status"]
+TABLE_HEADERS = ["id", "name", "status", "family", "capabilities", "parameters", "weights", "license"]
 
 
 def no_editor_notice(manager: ModelManager) -> str:

@@ -31,7 +31,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             task = gr.Radio(TASKS, value=task0, label="Task", elem_id="cmp-task")
             prompt = gr.Textbox(label="Prompt / question / instruction", lines=2, elem_id="cmp-prompt")
             models = gr.CheckboxGroup(
-                info.choices(ctx.manager, task0), value=ctx.manager.catalog.ids(task0)[:COLUMNS],
+                info.choices(ctx.manager, task0), value=ctx.manager.catalog.ids(task0)[:2],
                 label="Models (2–4, same seed, run one after another)", elem_id="cmp-models",
             )
         with gr.Column(scale=1, min_width=220):
@@ -60,7 +60,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         ids = ctx.manager.catalog.ids(task_name)
         gallery = gr.update(visible=task_name != "understand")
         shows = [gr.update(), gallery, gr.update(visible=task_name == "understand"), gr.update()] * COLUMNS
-        return [gr.update(choices=info.choices(ctx.manager, task_name), value=ids[:COLUMNS]),
+        return [gr.update(choices=info.choices(ctx.manager, task_name), value=ids[:2]),
                 gr.update(visible=task_name != "generate"), *shows]
 
     task.change(on_task, [task], [models, image, *cells], queue=False, api_visibility="private")
