@@ -216,3 +216,29 @@ def test_importing_the_ui_builds_nothing() -> None:
     import umm.ui.main
 
     assert callable(umm.ui.main.main) and not hasattr(umm.ui, "app_instance")
+
+
+def test_v1_endpoints_take_params_as_a_dict_with_model_defaults(client: Client, app_catalog: Catalog) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    model_id = first(app_catalog, "generate")
+    spec = app_catalog.get(model_id)
+    out = client.predict(model_id=model_id, prompt="a cat", params={"num_images": 1}, seed=3, api_name="/v1_generate")
+    defaults = spec.capability("generate").defaults()
+    assert out["info"]["params"] == {**defaults, "num_images": 1}  # the rest: this model's own defaults
+    assert out["info"]["seed"] == 3 and out["info"]["model_id"] == model_id
+    png = base64.b64decode(out["images_png_base64"][0])
+    assert Image.open(io.BytesIO(png)).info["umm"]
+
+    chat_id = first(app_catalog, "understand")
+    reply = client.predict(model_id=chat_id, message="What is this?", images=[base64.b64encode(png).decode()],
+                           params={"max_new_tokens": 4}, seed=1, api_name="/v1_chat")
+    assert reply["model_id"] == chat_id and reply["params"]["max_new_tokens"] == 4
+
+    with pytest.raises(AppError, match="between 1 and"):
+        client.predict(model_id=model_id, prompt="a cat", params={"num_images": 99}, api_name="/v1_generate")
+    with pytest.raises(AppError, match="not valid base64"):
+        client.predict(model_id=chat_id, message="hi", images=["%%%"], api_name="/v1_chat")

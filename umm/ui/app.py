@@ -8,7 +8,7 @@ import gradio as gr
 
 from umm.inputs import MAX_FILE_BYTES
 from umm.manager import ModelManager
-from umm.ui import examples
+from umm.ui import api, examples
 from umm.ui.context import UiContext
 from umm.ui.tabs import chat, compare, edit, generate, models
 
@@ -49,6 +49,7 @@ def build_app(
                 compare.build(ctx, app)
             with gr.Tab("Models", id="models", elem_id="tab-models"):
                 models.build(ctx, app)
+        api.register(ctx)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
     return app
 

@@ -1,0 +1,97 @@
+"""Typed API endpoints (``/v1_generate``, ``/v1_edit``, ``/v1_chat``) for scripts.
+
+The tab events take each model parameter as its own input, so a client that leaves one out gets the
+value that control starts with, which may be another model's default. These endpoints take the model's
+parameters as one dict instead; anything left out takes the chosen model's own catalog default. Images
+travel as base64 PNG (outputs carry the settings in their metadata), so no file paths are involved.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+import gradio as gr
+
+from umm.control import RunControl
+from umm.errors import InputError
+from umm.images import png_info
+from umm.inputs import check_prompt, open_image
+from umm.types import EditRequest, GenerateRequest, ImageResult, Message, UnderstandRequest
+from umm.ui.checks import check_seed
+from umm.ui.context import UiContext
+from umm.ui.runs import LANE_KWARGS, run_images, stream_text, user_errors
+
+
+def _encode(result: ImageResult) -> dict[str, Any]:
+    images = []
+    for image in result.images:
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", pnginfo=png_info(result.info))
+        images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+    return {"images_png_base64": images, "info": result.info.as_dict()}
+
+
+def _decode(images: list[str] | None, max_bytes: int) -> list:
+    decoded = []
+    for index, text in enumerate(images or []):
+        text = text.split(",", 1)[1] if text.startswith("data:") else text
+        try:
+            data = base64.b64decode(text, validate=True)
+        except ValueError:
+            raise InputError(f"Image {index + 1} is not valid base64.") from None
+        decoded.append(open_image(data, max_bytes=max_bytes))
+    return decoded
+
+
+def register(ctx: UiContext) -> None:
+    """Add the endpoints to the Blocks being built; they share the accelerator lane."""
+    manager = ctx.manager
+
+    def v1_generate(
+        model_id: str, prompt: str, params: dict | None = None, seed: int = -1, negative_prompt: str = ""
+    ) -> dict:
+        """Text to image. ``params``: the model's parameters by name (see the catalog); seed -1 = random."""
+        with user_errors():
+            spec = manager.catalog.get(model_id)
+            request = GenerateRequest(
+                check_prompt(prompt), check_prompt(negative_prompt, what="negative prompt", allow_empty=True),
+                params=spec.capability("generate").validate(params), seed=check_seed(seed),
+            )
+            return _encode(run_images(manager, "generate", model_id, request, RunControl(
+                time_limit_s=manager.time_limit_s)))
+
+    def v1_edit(
+        model_id: str, instruction: str, images: list[str], params: dict | None = None, seed: int = -1,
+        negative_prompt: str = "",
+    ) -> dict:
+        """Edit images (base64 PNG/JPEG strings or data URLs) by instruction."""
+        with user_errors():
+            spec = manager.catalog.get(model_id)
+            request = EditRequest(
+                _decode(images, ctx.max_upload_bytes), check_prompt(instruction, what="instruction"),
+                check_prompt(negative_prompt, what="negative prompt", allow_empty=True),
+                params=spec.capability("edit").validate(params), seed=check_seed(seed),
+            )
+            if not request.images:
+                raise InputError("Give at least one input image.")
+            return _encode(run_images(manager, "edit", model_id, request, RunControl(
+                time_limit_s=manager.time_limit_s)))
+
+    def v1_chat(
+        model_id: str, message: str, images: list[str] | None = None, params: dict | None = None, seed: int = -1
+    ) -> dict:
+        """One question about zero or more images (base64); returns the whole reply."""
+        with user_errors():
+            spec = manager.catalog.get(model_id)
+            request = UnderstandRequest(
+                [Message("user", check_prompt(message, what="message"), _decode(images, ctx.max_upload_bytes))],
+                params=spec.capability("understand").validate(params), seed=check_seed(seed),
+            )
+            control = RunControl(time_limit_s=manager.time_limit_s)
+            text = "".join(stream_text(manager, model_id, request, control))
+            return {"text": text, "model_id": model_id, "params": request.params}
+
+    for fn in (v1_generate, v1_edit, v1_chat):
+        gr.api(fn, api_name=fn.__name__, **LANE_KWARGS)
