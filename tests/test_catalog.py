@@ -33,6 +33,7 @@ def test_every_entry_validates_and_names_its_file(real_catalog):
         (lambda d: d.update(dtype="int3"), "dtype must be"),
         (lambda d: d.pop("repo"), "missing key"),
         (lambda d: d["capabilities"].update(dance={}), "unknown capability"),
+        (lambda d: d["capabilities"]["understand"].update(max_images=0), "max_images must be"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(default=99), "default is invalid"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(min=9), "greater than max"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(kind="x"), "unknown key"),
@@ -94,3 +95,13 @@ def test_readme_model_table_matches_the_catalog(real_catalog):
     start, end = "<!-- models:start -->\n", "\n<!-- models:end -->"
     table = readme[readme.index(start) + len(start) : readme.index(end)]
     assert table == markdown_table(real_catalog), "regenerate with: python -m umm table"
+
+
+def test_image_counts_are_checked_per_capability(real_catalog):
+    understand = real_catalog.get("janus-pro-1b").capability("understand")
+    understand.check_images(understand.max_images)
+    with pytest.raises(InputError, match=f"at most {understand.max_images} input image"):
+        understand.check_images(understand.max_images + 1)
+    edit = real_catalog.get("omnigen2").capability("edit")
+    with pytest.raises(InputError, match="at least one input image"):
+        edit.check_images(0)

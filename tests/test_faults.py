@@ -82,3 +82,20 @@ def test_no_remote_code_and_safetensors_only():
             assert "pretrained_kwargs()" in window or "use_safetensors=True" in window, (
                 f"{path.name}: {cls}.from_pretrained must load safetensors only"
             )
+
+
+def test_too_many_input_images_are_refused_before_anything_loads(tiny_catalog):
+    from PIL import Image
+
+    from umm.errors import InputError
+    from umm.types import EditRequest
+
+    editors = [s for s in tiny_catalog if s.can("edit") and s.capability("edit").max_images]
+    if not editors:
+        pytest.skip("no tiny model declares an input-image limit for edits")
+    spec = editors[0]
+    manager = ModelManager(tiny_catalog, device="cpu")
+    images = [Image.new("RGB", (32, 32))] * (spec.capability("edit").max_images + 1)
+    with pytest.raises(InputError, match="at most"):
+        manager.edit(spec.id, EditRequest(images, "make it blue", seed=0))
+    assert manager.resident_id is None

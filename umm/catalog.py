@@ -81,6 +81,14 @@ class CapabilitySpec:
 
     name: str
     params: tuple[ParamSpec, ...] = ()
+    max_images: int | None = None  # input images per request (edit) or per conversation (understand)
+
+    def check_images(self, count: int) -> None:
+        """Refuse a request with too many (or, for edits, no) input images before it is queued."""
+        if self.name == "edit" and count < 1:
+            raise InputError("Editing needs at least one input image.")
+        if self.max_images is not None and count > self.max_images:
+            raise InputError(f"This model takes at most {self.max_images} input image(s); got {count}.")
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
@@ -168,12 +176,15 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         if cap_name not in CAPABILITIES:
             raise fail(f"unknown capability {cap_name!r}; known: {CAPABILITIES}")
         cap = cap or {}
-        if set(cap) - {"params"}:
-            raise fail(f"capability {cap_name}: unknown key(s) {sorted(set(cap) - {'params'})}")
+        if set(cap) - {"params", "max_images"}:
+            raise fail(f"capability {cap_name}: unknown key(s) {sorted(set(cap) - {'params', 'max_images'})}")
+        max_images = cap.get("max_images")
+        if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
+            raise fail(f"capability {cap_name}: max_images must be a positive whole number")
         params = []
         for pname, p in (cap.get("params") or {}).items():
             params.append(_parse_param(pname, p, lambda m, c=cap_name, n=pname: fail(f"{c}.{n}: {m}")))
-        capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params))
+        capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params), max_images)
     return ModelSpec(
         id=str(data["id"]),
         name=str(data["name"]),

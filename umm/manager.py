@@ -145,7 +145,9 @@ class ModelManager:
             return adapter.generate(request, control)
 
     def edit(self, model_id: str, request: EditRequest, control: RunControl | None = None) -> ImageResult:
-        request.params = self.catalog.get(model_id).capability("edit").validate(request.params)
+        capability = self.catalog.get(model_id).capability("edit")
+        capability.check_images(len(request.images))
+        request.params = capability.validate(request.params)
         control = control or self._control()
         with self.lane(model_id) as adapter:
             self._run_hook("run", adapter.spec)
@@ -156,7 +158,9 @@ class ModelManager:
         self, model_id: str, request: UnderstandRequest, control: RunControl | None = None
     ) -> Iterator[str]:
         """Stream the reply; the lane is held while the caller iterates and freed when it stops."""
-        request.params = self.catalog.get(model_id).capability("understand").validate(request.params)
+        capability = self.catalog.get(model_id).capability("understand")
+        capability.check_images(sum(len(m.images) for m in request.messages))
+        request.params = capability.validate(request.params)
         control = control or self._control()
         return self._stream(model_id, request, control)
 

@@ -45,7 +45,6 @@ NEGATIVE_PROMPT = (
     "(extra_limb), (ugly), (poorly drawn hands), fused fingers, messy drawing, broken legs censor, censored, "
     "censor_bar"
 )
-MAX_INPUT_IMAGES = 3  # the upstream demo's three image slots
 MAX_INPUT_SIDE = 2048  # upstream demo default for max_input_image_side_length
 MAX_SEQUENCE_LENGTH = 1024  # upstream passes max_sequence_length=1024 to the pipeline
 IMAGE_TOKEN = "<|image_pad|>"
@@ -185,9 +184,9 @@ class OmniGen2Adapter(Adapter):
         return self._images("generate", request.prompt, request.negative_prompt, [], params, request.seed, control)
 
     def edit(self, request: EditRequest, control: RunControl) -> ImageResult:
-        params = self.spec.capability("edit").validate(request.params)
-        if not 1 <= len(request.images) <= MAX_INPUT_IMAGES:
-            raise InputError(f"OmniGen2 edits take 1 to {MAX_INPUT_IMAGES} input images; got {len(request.images)}.")
+        capability = self.spec.capability("edit")
+        capability.check_images(len(request.images))
+        params = capability.validate(request.params)
         return self._images(
             "edit", request.instruction, request.negative_prompt, request.images, params, request.seed, control
         )

@@ -61,6 +61,13 @@ def check_images(paths: Sequence[Any], field: str, max_bytes: int) -> list:
     return images
 
 
+def check_image_count(manager: ModelManager, model_id: str, capability: str, count: int, field: str) -> None:
+    try:
+        manager.catalog.get(model_id).capability(capability).check_images(count)
+    except UmmError as err:
+        raise FieldError(field, str(err)) from None
+
+
 def validator(names: list[str], check: Callable[..., Any]) -> Callable[..., list[Any]]:
     """A gradio validator: runs ``check`` and marks the input the error is about (else the first)."""
 

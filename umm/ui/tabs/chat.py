@@ -105,6 +105,8 @@ def _request(ctx: UiContext, model_id, history, text, images, seed, params) -> U
     messages = [m for m in messages if m.text or m.images]
     if text is not None:
         messages.append(Message("user", text, images))
+    count = sum(len(m.images) for m in messages)
+    checks.check_image_count(ctx.manager, model_id, "understand", count, "message" if images else "history")
     return UnderstandRequest(messages, params=params, seed=checks.check_seed(seed))
 
 

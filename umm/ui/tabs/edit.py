@@ -74,6 +74,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         if not image:
             raise checks.FieldError("image", "Please add an input image to edit.")
         images = checks.check_images([image, *(extra_images or [])], "image", ctx.max_upload_bytes)
+        checks.check_image_count(ctx.manager, model_id, "edit", len(images), "extra_images")
         return EditRequest(
             images,
             checks.check_text(instruction, "instruction", what="instruction"),
