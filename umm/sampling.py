@@ -112,9 +112,10 @@ def stream_generate(
                     temperature=None,
                     top_p=None,
                     top_k=None,
-                    logits_processor=[
-                        SeededSampler(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
-                    ],
+                    # greedy (temperature 0) needs no sampler: generate's own argmax is the same token
+                    logits_processor=[]
+                    if temperature <= 0
+                    else [SeededSampler(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)],
                     stopping_criteria=[ControlStopping(control, max_new_tokens)],
                     **generate_kwargs,
                 )
