@@ -79,7 +79,10 @@ def build_tiny_catalog(catalog: Catalog, root: Path, families: set[str] | None =
         version = _source_hash(cls)
         if not marker.exists() or marker.read_text() != version:
             shutil.rmtree(directory, ignore_errors=True)
-            cls.build_tiny(directory, spec)
+            import torch
+
+            with torch.random.fork_rng(devices=[]):  # builders seed torch; leave the caller's RNG as it was
+                cls.build_tiny(directory, spec)
             marker.write_text(version)
             log.info("built tiny %s checkpoint in %s", spec.family, directory)
         specs[spec.family] = tiny_spec(spec, directory).replace(
