@@ -71,7 +71,9 @@ def build_tiny_catalog(catalog: Catalog, root: Path, families: set[str] | None =
             continue
         if spec.family in specs:  # entries split by task (Emu3 Chat/Gen): the one twin does every task
             twin = specs[spec.family]
-            specs[spec.family] = twin.replace(capabilities={**spec.capabilities, **twin.capabilities})
+            specs[spec.family] = twin.replace(
+                capabilities={**spec.capabilities, **twin.capabilities}, options={**spec.options, **twin.options}
+            )
             continue
         cls = adapter_class(spec.family)
         directory = root / spec.family

@@ -108,15 +108,11 @@ def control_for(ctx: UiContext, progress: gr.Progress | None, what: str):
     return progress_control(ctx.manager, progress, what)
 
 
-NEGATIVE_FAMILIES = {"emu3", "omnigen2"}
-"""Families whose sampler uses a negative prompt (Janus's CFG uses an empty unconditional row)."""
-
-
 def uses_negative(manager: ModelManager, model_id: str | None) -> bool:
     if not model_id or model_id not in manager.catalog:
         return False
     spec = manager.catalog.get(model_id)
-    return bool(spec.options.get("negative_prompt", spec.family in NEGATIVE_FAMILIES))
+    return bool(spec.options.get("negative_prompt", False))  # catalog data, e.g. Janus's CFG has no negative
 
 
 def base_url(request: gr.Request | None) -> str:
