@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import cheap_params, tiny_ids
 
 from umm.catalog import Catalog
 from umm.control import RunControl
@@ -99,3 +100,28 @@ def test_too_many_input_images_are_refused_before_anything_loads(tiny_catalog):
     with pytest.raises(InputError, match="at most"):
         manager.edit(spec.id, EditRequest(images, "make it blue", seed=0))
     assert manager.resident_id is None
+
+
+@pytest.mark.parametrize("model_id", tiny_ids())
+def test_oom_in_the_middle_of_generation_is_cleaned_up(tiny_catalog, model_id):
+    """The progress hook (called by the adapter once per token/step) raises OOM at step 2."""
+    import torch
+
+    from umm.errors import OutOfMemoryError
+
+    if not tiny_catalog.get(model_id).can("generate"):
+        pytest.skip(f"{model_id} does not generate")
+    manager = ModelManager(tiny_catalog, device="cpu")
+    steps = []
+
+    def explode(done, total, what):
+        steps.append(done)
+        if done == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected mid-generation)")
+
+    params = cheap_params(tiny_catalog.get(model_id), "generate", steps=3)
+    params = {k: v for k, v in params.items() if k in tiny_catalog.get(model_id).capability("generate").defaults()}
+    with pytest.raises(OutOfMemoryError, match=r"smaller size|fewer images"):
+        manager.generate(model_id, GenerateRequest("a cat", params=params, seed=0), RunControl(on_progress=explode))
+    assert steps == [1, 2] and _lane_free(manager) and manager.resident_id == model_id
+    assert manager.generate(model_id, GenerateRequest("a cat", params=params, seed=0)).images

@@ -62,19 +62,30 @@ class SeededSampler(LogitsProcessor):
 
 
 class ControlStopping(StoppingCriteria):
-    """Ends generation at the next token once the run is cancelled or over time; reports progress."""
+    """Ends generation at the next token once the run is cancelled, over time or its hook failed.
+
+    ``generate`` cannot carry an exception out of a stopping criterion, so the first one raised by
+    ``control.step`` (cancel, time limit, an injected fault) is kept and re-raised by :meth:`reraise`
+    once ``generate`` has returned.
+    """
 
     def __init__(self, control: RunControl, max_new_tokens: int) -> None:
         self.control, self.max_new_tokens, self.done = control, max_new_tokens, 0
+        self.error: BaseException | None = None
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any) -> torch.BoolTensor:
         self.done += 1
-        try:
-            self.control.step(self.done, self.max_new_tokens, "tokens")
-            stop = False
-        except Exception:
-            stop = True
+        if self.error is None:
+            try:
+                self.control.step(self.done, self.max_new_tokens, "tokens")
+            except BaseException as err:
+                self.error = err
+        stop = self.error is not None
         return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+    def reraise(self) -> None:
+        if self.error is not None:
+            raise self.error
 
 
 def stream_generate(
@@ -101,6 +112,8 @@ def stream_generate(
     failure: list[BaseException] = []
     generate = generate or model.generate
 
+    stopping = ControlStopping(control, max_new_tokens)
+
     def work() -> None:
         try:
             with torch.inference_mode():
@@ -116,9 +129,10 @@ def stream_generate(
                     logits_processor=[]
                     if temperature <= 0
                     else [SeededSampler(temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)],
-                    stopping_criteria=[ControlStopping(control, max_new_tokens)],
+                    stopping_criteria=[stopping],
                     **generate_kwargs,
                 )
+            stopping.reraise()
         except BaseException as err:
             failure.append(err)
         finally:

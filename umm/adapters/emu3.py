@@ -151,6 +151,7 @@ class Emu3Adapter(TransformersAdapter):
         prompt_len = inputs["input_ids"].shape[1]
         total = height * (width + 1) + END_TOKENS
         grid = GridConstraint(self.processor.tokenizer, self.model.vocabulary_mapping, height, width, prompt_len)
+        stopping = ControlStopping(control, total)
         out = self.model.generate(
             **inputs,
             max_new_tokens=total,
@@ -163,9 +164,9 @@ class Emu3Adapter(TransformersAdapter):
             negative_prompt_attention_mask=negative["attention_mask"],
             prefix_allowed_tokens_fn=grid,
             logits_processor=[SeededSampler(temperature=temperature, top_k=top_k, top_p=1.0, generator=generator)],
-            stopping_criteria=[ControlStopping(control, total)],
+            stopping_criteria=[stopping],
         )
-        control.check()
+        stopping.reraise()  # cancel, time limit or a failing hook: never decode a truncated grid
         return out[:, prompt_len:], (height, width)
 
     @torch.inference_mode()
