@@ -7,6 +7,7 @@ through exactly the same ``from_pretrained`` code path.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import logging
@@ -14,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from umm.catalog import Catalog, ModelSpec
+from umm.catalog import CapabilitySpec, Catalog, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +44,30 @@ def train_tokenizer(special_tokens: list[str], vocab_size: int = 384, **fast_kwa
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **fast_kwargs)
 
 
+# Demo defaults for twins: the real 1024 px / 50 steps / 512 tokens are minutes of noise on a CPU.
+DEMO_DEFAULTS = {"width": 256, "height": 256, "steps": 8, "max_new_tokens": 64, "max_pixels": 65536}
+
+
+def demo_capabilities(spec: ModelSpec) -> dict[str, CapabilitySpec]:
+    """The same parameter schema with cheaper defaults (ranges unchanged, so validation is the same)."""
+    out = {}
+    for name, cap in spec.capabilities.items():
+        params = []
+        for p in cap.params:
+            if p.name in DEMO_DEFAULTS:
+                low = p.min if p.min is not None else DEMO_DEFAULTS[p.name]
+                p = dataclasses.replace(p, default=p.validate(max(low, DEMO_DEFAULTS[p.name])))
+            elif p.type == "choice" and p.choices and all(isinstance(c, (int, float)) for c in p.choices):
+                p = dataclasses.replace(p, default=min(p.choices))
+            params.append(p)
+        out[name] = dataclasses.replace(cap, params=tuple(params))
+    return out
+
+
 def tiny_spec(spec: ModelSpec, directory: Path) -> ModelSpec:
-    """The tiny twin of a catalog entry: same family and parameters, local random weights."""
+    """The tiny twin of a catalog entry: same family and parameter ranges, local random weights."""
     return spec.replace(
+        capabilities=demo_capabilities(spec),
         id=f"tiny-{spec.id}",
         name=f"{spec.name} (tiny, random weights)",
         repo=str(directory),
@@ -72,7 +94,7 @@ def build_tiny_catalog(catalog: Catalog, root: Path, families: set[str] | None =
         if spec.family in specs:  # entries split by task (Emu3 Chat/Gen): the one twin does every task
             twin = specs[spec.family]
             specs[spec.family] = twin.replace(
-                capabilities={**spec.capabilities, **twin.capabilities}, options={**spec.options, **twin.options}
+                capabilities={**demo_capabilities(spec), **twin.capabilities}, options={**spec.options, **twin.options}
             )
             continue
         cls = adapter_class(spec.family)

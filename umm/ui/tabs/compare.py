@@ -54,7 +54,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                     gr.Textbox(label="Reply", lines=6, elem_id=f"cmp-text-{index}", visible=task0 == "understand"),
                     gr.Markdown(elem_id=f"cmp-status-{index}"),
                 ]
-    archive = gr.File(label="Export: ZIP of images + settings.json", elem_id="cmp-zip", height=90)
+    archive = gr.File(label="Export: ZIP of images + settings.json", elem_id="cmp-zip", height=90, interactive=False)
 
     def on_task(task_name: str) -> list[Any]:
         ids = ctx.manager.catalog.ids(task_name)

@@ -49,14 +49,16 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 gr.Examples(ctx.examples["edit"], inputs=[image, instruction], label="Examples", cache_examples=False)
         with gr.Column(scale=3):
             compare = gr.ImageSlider(label="Before / after", type="filepath", elem_id="edit-before-after", height=420)
-            gallery = gr.Gallery(label="Outputs", elem_id="edit-gallery", columns=4, height=160, format="png")
+            gallery = gr.Gallery(label="Outputs", elem_id="edit-gallery", columns=4, height=160, format="png",
+                                 interactive=False)
             summary = gr.Markdown(elem_id="edit-summary")
             use = gr.Button("⤴ Use output as input", size="sm", elem_id="edit-use-output")
             with gr.Accordion("Settings of this result · reuse · API", open=False):
                 settings = gr.JSON(label="Settings (also embedded in each PNG)", elem_id="edit-settings")
                 reuse = gr.Button("↩ Reuse these settings", size="sm", elem_id="edit-reuse")
                 snippet = gr.Code(label="Reproduce with gradio_client", language="python", elem_id="edit-api")
-                files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="edit-files")
+                files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="edit-files",
+                                interactive=False)
     selected = gr.State(0)
     wire_picker(ctx, picker, "edit", app)
     picker.dropdown.change(

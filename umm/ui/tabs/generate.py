@@ -49,7 +49,8 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 with gr.Row():
                     reuse = gr.Button("↩ Reuse these settings", size="sm", elem_id="gen-reuse")
                 snippet = gr.Code(label="Reproduce with gradio_client", language="python", elem_id="gen-api")
-                files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="gen-files")
+                files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="gen-files",
+                                interactive=False)
     wire_picker(ctx, picker, "gen", app)
     picker.dropdown.change(
         lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
