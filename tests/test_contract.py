@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import tiny_ids
+from conftest import cheap_params, tiny_ids
 from PIL import Image
 
 from umm.catalog import CAPABILITIES
@@ -36,17 +36,10 @@ def _chat(manager, model_id, seed, **params):
 
 
 def _small(spec, capability):
-    """Cheap settings for CPU tests: the fewest images/steps/tokens the schema allows."""
-    params = {}
-    for p in spec.capability(capability).params:
-        if p.name in ("num_images", "steps", "num_inference_steps", "max_new_tokens"):
-            params[p.name] = max(p.min or 1, 2 if p.name == "num_images" else 1)
-            if p.name == "max_new_tokens":
-                params[p.name] = min(p.max or 8, 8)
-        if p.name == "temperature":
-            params[p.name] = 1.0  # random tiny weights: sample, so seeds matter
-        if p.name in ("width", "height"):
-            params[p.name] = max(int(p.min or 64), 64)  # tiny twins keep the real 1024 px default
+    """Cheap settings; two images where a model makes several, so the count is checked too."""
+    params = cheap_params(spec, capability)
+    if "num_images" in params:
+        params["num_images"] = 2
     return params
 
 
