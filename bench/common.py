@@ -156,16 +156,7 @@ def build_janus(directory: Path | str, size: str = "tiny", *, image_size: int | 
     with the model dimensions of ``JANUS_SIZES[size]``. ``image_size`` overrides the generated image
     side (num_image_tokens = (image_size / 16)²). Reuses a finished build in ``directory``.
     """
-    from transformers import (
-        GenerationConfig,
-        JanusConfig,
-        JanusForConditionalGeneration,
-        JanusImageProcessorPil,
-        JanusProcessor,
-    )
-
-    from umm.adapters.janus import TINY_CHAT_TEMPLATE
-    from umm.tiny import train_tokenizer
+    from umm.adapters.janus import save_random_janus
 
     directory = Path(directory)
     preset = JANUS_SIZES[size]
@@ -174,47 +165,15 @@ def build_janus(directory: Path | str, size: str = "tiny", *, image_size: int | 
     tag = json.dumps([preset, image_size], sort_keys=True)
     if marker.exists() and marker.read_text() == tag:
         return directory
-    specials = {
-        "bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>", "pad_token": "<｜▁pad▁｜>"
-    }
-    image_tokens = {
-        "image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"
-    }
-    tokenizer = train_tokenizer(
-        [*specials.values(), *image_tokens.values()], extra_special_tokens=image_tokens, **specials
-    )
-    patch = 16
-    num_tokens = (image_size // patch) ** 2
-    text = {**preset["text"], "vocab_size": preset["text"]["vocab_size"] or len(tokenizer)}
-    hidden = text["hidden_size"]
-    vision = {k: v for k, v in preset["vision"].items() if k != "image_size"}
-    config = JanusConfig(
-        text_config={
-            "model_type": "llama", **text, "max_position_embeddings": 4096, "tie_word_embeddings": False,
-            "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-        },
-        vision_config={**vision, "image_size": image_size, "patch_size": patch, "projection_dim": hidden,
-                       "num_image_tokens": num_tokens},
-        vq_config={**preset["vq"], "projection_dim": hidden, "image_token_embed_dim": hidden},
-        image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["image_token"]),
-        tie_word_embeddings=False,
-    )
-    torch.manual_seed(0)
-    model = JanusForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(image_tokens["boi_token"])},
-    )
     directory.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(directory)
-    image_processor = JanusImageProcessorPil(
-        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-    )
-    JanusProcessor(image_processor, tokenizer, chat_template=TINY_CHAT_TEMPLATE, num_image_tokens=num_tokens
-                   ).save_pretrained(directory)
+    with torch.random.fork_rng(devices=[]):
+        save_random_janus(
+            directory,
+            text=preset["text"],
+            vision={k: v for k, v in preset["vision"].items() if k != "image_size"},
+            vq=preset["vq"],
+            image_size=image_size,
+        )
     marker.write_text(tag)
     return directory
 

@@ -113,67 +113,81 @@ class JanusAdapter(TransformersAdapter):
     @classmethod
     def build_tiny(cls, directory: Path, spec: ModelSpec) -> None:
         """Llama text model, SigLIP-style vision tower and VQ decoder, all a few KB, saved like the hub."""
-        from transformers import (
-            GenerationConfig,
-            JanusConfig,
-            JanusForConditionalGeneration,
-            JanusImageProcessorPil,
-            JanusProcessor,
-        )
+        save_random_janus(directory, **TINY_SIZES)
 
-        from umm.tiny import train_tokenizer
 
-        specials = {
-            "bos_token": "<｜begin▁of▁sentence｜>",
-            "eos_token": "<｜end▁of▁sentence｜>",
-            "pad_token": "<｜▁pad▁｜>",
-        }
-        image_tokens = {
-            "image_token": "<image_placeholder>",
-            "boi_token": "<begin_of_image>",
-            "eoi_token": "<end_of_image>",
-        }
-        tokenizer = train_tokenizer(
-            [*specials.values(), *image_tokens.values()], extra_special_tokens=image_tokens, **specials
-        )
-        vocab = len(tokenizer)
-        image_size, patch = 64, 16
-        num_tokens = (image_size // patch) ** 2
-        config = JanusConfig(
-            text_config={
-                "model_type": "llama", "vocab_size": vocab, "hidden_size": 64, "intermediate_size": 128,
-                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
-                "max_position_embeddings": 512, "tie_word_embeddings": False, "pad_token_id": tokenizer.pad_token_id,
-                "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-            },
-            vision_config={
-                "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": image_size,
-                "patch_size": patch, "projection_dim": 64, "num_image_tokens": num_tokens,
-            },
-            vq_config={
-                "embed_dim": 8, "num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
-                "channel_multiplier": [1, 1, 1, 1, 1], "num_res_blocks": 1, "projection_dim": 64,
-                "image_token_embed_dim": 64,
-            },
-            image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["image_token"]),
-            tie_word_embeddings=False,
-        )
-        torch.manual_seed(0)
-        model = JanusForConditionalGeneration(config).eval()
-        model.generation_config = GenerationConfig(
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(image_tokens["boi_token"])},
-        )
-        model.save_pretrained(directory)
-        image_processor = JanusImageProcessorPil(
-            size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
-        )
-        processor = JanusProcessor(
-            image_processor, tokenizer, chat_template=TINY_CHAT_TEMPLATE, num_image_tokens=num_tokens
-        )
-        processor.save_pretrained(directory)
+# Dimensions of the tiny checkpoint (VQ channels are multiples of 32 for GroupNorm; five VQ levels
+# upsample 16x, so 4x4 image tokens decode to 64 px, as the vision config's image size says).
+TINY_SIZES: dict = {
+    "text": {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 4, "max_position_embeddings": 512},
+    "vision": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2},
+    "vq": {"embed_dim": 8, "num_embeddings": 64, "latent_channels": 32, "base_channels": 32,
+           "channel_multiplier": [1, 1, 1, 1, 1], "num_res_blocks": 1},
+    "image_size": 64,
+}
+
+
+def save_random_janus(directory: Path, *, text: dict, vision: dict, vq: dict, image_size: int, patch: int = 16) -> None:
+    """A random-weights Janus checkpoint of any size in the hub layout (model + processor), offline.
+
+    ``text`` holds Llama sizes (``vocab_size`` defaults to the offline tokenizer's), ``vision`` the
+    SigLIP tower's and ``vq`` the VQ model's; projections are tied to the text width.
+    """
+    from transformers import (
+        GenerationConfig,
+        JanusConfig,
+        JanusForConditionalGeneration,
+        JanusImageProcessorPil,
+        JanusProcessor,
+    )
+
+    from umm.tiny import train_tokenizer
+
+    specials = {
+        "bos_token": "<｜begin▁of▁sentence｜>",
+        "eos_token": "<｜end▁of▁sentence｜>",
+        "pad_token": "<｜▁pad▁｜>",
+    }
+    image_tokens = {
+        "image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"
+    }
+    tokenizer = train_tokenizer(
+        [*specials.values(), *image_tokens.values()], extra_special_tokens=image_tokens, **specials
+    )
+    hidden = text["hidden_size"]
+    num_tokens = (image_size // patch) ** 2
+    config = JanusConfig(
+        text_config={
+            "model_type": "llama", "tie_word_embeddings": False, "max_position_embeddings": 4096,
+            **text, "vocab_size": text.get("vocab_size") or len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+        },
+        vision_config={
+            **vision, "image_size": image_size, "patch_size": patch, "projection_dim": hidden,
+            "num_image_tokens": num_tokens,
+        },
+        vq_config={**vq, "projection_dim": hidden, "image_token_embed_dim": hidden},
+        image_token_id=tokenizer.convert_tokens_to_ids(image_tokens["image_token"]),
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = JanusForConditionalGeneration(config).eval()
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        generation_kwargs={"boi_token_id": tokenizer.convert_tokens_to_ids(image_tokens["boi_token"])},
+    )
+    model.save_pretrained(directory)
+    image_processor = JanusImageProcessorPil(
+        size={"height": image_size, "width": image_size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
+    )
+    processor = JanusProcessor(
+        image_processor, tokenizer, chat_template=TINY_CHAT_TEMPLATE, num_image_tokens=num_tokens
+    )
+    processor.save_pretrained(directory)
 
 
 # The prompt format of the Janus-Pro chat template (system text, "<|User|>:"/"<|Assistant|>:" turns,
