@@ -187,3 +187,14 @@ def test_concurrent_requests_never_get_another_users_model(tiny_catalog):
     assert not errors
     assert len(results) == 12 and all(asked == got for asked, got in results)
 
+
+
+def test_cli_fetch_offline_says_what_to_do(capsys, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
+    from umm.cli import main
+
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    assert main(["fetch", "janus-pro-1b"]) == 2
+    err = capsys.readouterr().err
+    assert "deepseek-community/Janus-Pro-1B" in err and "python -m umm fetch janus-pro-1b" in err

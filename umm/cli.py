@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("table", help="print the README's model table (markdown)")
+    fetcher = sub.add_parser("fetch", help="download a model's pinned weights into the Hugging Face cache")
+    fetcher.add_argument("models", nargs="+", metavar="MODEL")
     lister = sub.add_parser("list", help="list catalog models")
     lister.add_argument("--capability", choices=["understand", "generate", "edit"])
 
@@ -72,6 +74,14 @@ def _run(args: argparse.Namespace) -> int:
         from umm.catalog import load_catalog, markdown_table
 
         print(markdown_table(load_catalog()))
+        return 0
+    if args.command == "fetch":
+        from umm.hub import fetch
+
+        for model_id in args.models:
+            spec = catalog.get(model_id)
+            print(f"{spec.id}: {spec.repo}@{spec.revision or 'main'} (~{spec.weight_bytes / 1e9:.1f} GB) …")
+            print(f"{spec.id}: {fetch(spec)}")
         return 0
     if args.command == "list":
         for spec in catalog:

@@ -31,17 +31,17 @@ def weights_present(spec: ModelSpec) -> bool:
 
 
 def hub_reachable(timeout_s: float = 2.0) -> bool:
-    """A TCP connect to the hub endpoint, cached for a minute."""
-    return _reachable(int(time.monotonic() // 60), timeout_s)
-
-
-@functools.lru_cache(maxsize=4)
-def _reachable(_minute: int, timeout_s: float) -> bool:
+    """False in offline mode; else a TCP connect to the hub endpoint, cached for a minute."""
     from huggingface_hub import constants
 
     if constants.HF_HUB_OFFLINE:
         return False
-    url = urlparse(constants.ENDPOINT)
+    return _reachable(constants.ENDPOINT, int(time.monotonic() // 60), timeout_s)
+
+
+@functools.lru_cache(maxsize=4)
+def _reachable(endpoint: str, _minute: int, timeout_s: float) -> bool:
+    url = urlparse(endpoint)
     try:
         with socket.create_connection((url.hostname, url.port or 443), timeout=timeout_s):
             return True
@@ -53,7 +53,8 @@ def missing_weights_error(spec: ModelSpec) -> WeightsUnavailableError:
     revision = f" --revision {spec.revision}" if spec.revision else ""
     return WeightsUnavailableError(
         f"The weights of {spec.name} ({spec.repo}) are not in the local Hugging Face cache and the hub "
-        f"cannot be reached. Fetch them with `hf download {spec.repo}{revision}` on a machine with hub "
+        f"cannot be reached. Fetch them with `python -m umm fetch {spec.id}` (or "
+        f"`hf download {spec.repo}{revision}`) on a machine with hub "
         "access (they go to ~/.cache/huggingface/hub, or $HF_HOME/hub when HF_HOME is set), then copy "
         "that cache here or point HF_HOME at it."
     )
@@ -66,3 +67,18 @@ def require_weights(spec: ModelSpec) -> str:
     if hub_reachable():
         return "hub"
     raise missing_weights_error(spec)
+
+
+# Pickled weights are never loaded, so they are never fetched either.
+PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.msgpack", "*.h5"]
+
+
+def fetch(spec: ModelSpec) -> str:
+    """Download the pinned snapshot into the Hugging Face cache (safetensors and configs only)."""
+    from huggingface_hub import snapshot_download
+
+    if spec.is_local:
+        return spec.repo
+    if not hub_reachable():
+        raise missing_weights_error(spec)
+    return snapshot_download(spec.repo, revision=spec.revision, ignore_patterns=PICKLE_PATTERNS)
