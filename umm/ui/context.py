@@ -151,3 +151,12 @@ def wire_reuse(
         [picker.dropdown, prompt, negative, seed, picker.pending, *picker.controls],
         queue=False, api_visibility="private",
     )
+
+
+def wire_stop(ctx: UiContext, stop: gr.Button, slot: str, events: list[Any], api_name: str) -> None:
+    """Stop both cancels the gradio events and the run's RunControl, so the lane frees within a step."""
+
+    def stop_run(request: gr.Request = None) -> None:
+        ctx.runs.cancel(request, slot)
+
+    stop.click(stop_run, None, None, cancels=events, queue=False, api_name=api_name)

@@ -11,7 +11,7 @@ import gradio as gr
 
 from umm.types import Message, UnderstandRequest
 from umm.ui import checks
-from umm.ui.context import Picker, UiContext, model_picker, render_controls, wire_picker
+from umm.ui.context import Picker, UiContext, model_picker, render_controls, wire_picker, wire_stop
 from umm.ui.runs import LANE_KWARGS, progress_control, stream_text, user_errors
 
 log = logging.getLogger(__name__)
@@ -85,10 +85,7 @@ def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
         **common,
     )
 
-    def stop_run(request: gr.Request = None) -> None:
-        ctx.runs.cancel(request, SLOT)
-
-    stop.click(stop_run, None, None, cancels=[send, again], queue=False, api_name="chat_stop")
+    wire_stop(ctx, stop, SLOT, [send, again], "chat_stop")
     clear.click(lambda: ([], None), None, [chatbot, box], queue=False, api_name="chat_clear")
 
 

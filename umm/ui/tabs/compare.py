@@ -16,7 +16,7 @@ import gradio as gr
 from umm.errors import UmmError
 from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 from umm.ui import checks, info, outputs
-from umm.ui.context import UiContext
+from umm.ui.context import UiContext, wire_stop
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, stream_text, user_errors
 
 SLOT = "compare"
@@ -139,10 +139,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
-    def stop_run(request: gr.Request = None) -> None:
-        ctx.runs.cancel(request, SLOT)
-
-    stop.click(stop_run, None, None, cancels=[event], queue=False, api_name="compare_stop")
+    wire_stop(ctx, stop, SLOT, [event], "compare_stop")
 
 
 def _blank(index: int, model_ids: list[str]) -> list[Any]:

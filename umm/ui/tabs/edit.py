@@ -17,6 +17,7 @@ from umm.ui.context import (
     uses_negative,
     wire_picker,
     wire_reuse,
+    wire_stop,
 )
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
 
@@ -111,10 +112,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         **LANE_KWARGS,
     )
 
-    def stop_run(request: gr.Request = None) -> None:
-        ctx.runs.cancel(request, SLOT)
-
-    stop.click(stop_run, None, None, cancels=[event], queue=False, api_name="edit_stop")
+    wire_stop(ctx, stop, SLOT, [event], "edit_stop")
 
     def pick(evt: gr.SelectData) -> int:
         return evt.index

@@ -17,6 +17,7 @@ from umm.ui.context import (
     uses_negative,
     wire_picker,
     wire_reuse,
+    wire_stop,
 )
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
 
@@ -98,7 +99,4 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         inputs_kwargs=kwargs, api_visibility="private", validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
-    def stop_run(request: gr.Request = None) -> None:
-        ctx.runs.cancel(request, SLOT)
-
-    stop.click(stop_run, None, None, cancels=[event, submit], queue=False, api_name="generate_stop")
+    wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop")
