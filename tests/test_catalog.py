@@ -34,6 +34,7 @@ def test_every_entry_validates_and_names_its_file(real_catalog):
         (lambda d: d.pop("repo"), "missing key"),
         (lambda d: d["capabilities"].update(dance={}), "unknown capability"),
         (lambda d: d["capabilities"]["understand"].update(max_images=0), "max_images must be"),
+        (lambda d: d["capabilities"]["generate"].update(ordered=[["num_images", "nope"]]), "ordered must list"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(default=99), "default is invalid"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(min=9), "greater than max"),
         (lambda d: d["capabilities"]["generate"]["params"]["num_images"].update(kind="x"), "unknown key"),
@@ -105,3 +106,10 @@ def test_image_counts_are_checked_per_capability(real_catalog):
     edit = real_catalog.get("omnigen2").capability("edit")
     with pytest.raises(InputError, match="at least one input image"):
         edit.check_images(0)
+
+
+def test_ordered_parameters_are_checked_before_the_queue(real_catalog):
+    cap = real_catalog.get("omnigen2").capability("edit")
+    assert cap.validate({"cfg_range_start": 0.2, "cfg_range_end": 0.8})["cfg_range_end"] == 0.8
+    with pytest.raises(InputError, match=r"CFG range start .* must not be greater than CFG range end"):
+        cap.validate({"cfg_range_start": 0.8, "cfg_range_end": 0.2})

@@ -82,6 +82,7 @@ class CapabilitySpec:
     name: str
     params: tuple[ParamSpec, ...] = ()
     max_images: int | None = None  # input images per request (edit) or per conversation (understand)
+    ordered: tuple[tuple[str, str], ...] = ()  # (a, b) pairs whose values must satisfy a <= b
 
     def check_images(self, count: int) -> None:
         """Refuse a request with too many (or, for edits, no) input images before it is queued."""
@@ -103,7 +104,13 @@ class CapabilitySpec:
                 f"Unknown parameter(s) for {self.name}: {', '.join(unknown)}. "
                 f"Known: {', '.join(sorted(known)) or 'none'}."
             )
-        return {p.name: p.validate(params.get(p.name)) for p in self.params}
+        values = {p.name: p.validate(params.get(p.name)) for p in self.params}
+        labels = {p.name: p.label or p.name for p in self.params}
+        for low, high in self.ordered:
+            if values[low] > values[high]:
+                raise InputError(f"{labels[low]} ({values[low]:g}) must not be greater than {labels[high]} "
+                                 f"({values[high]:g}).")
+        return values
 
 
 @dataclass(frozen=True)
@@ -176,15 +183,20 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         if cap_name not in CAPABILITIES:
             raise fail(f"unknown capability {cap_name!r}; known: {CAPABILITIES}")
         cap = cap or {}
-        if set(cap) - {"params", "max_images"}:
-            raise fail(f"capability {cap_name}: unknown key(s) {sorted(set(cap) - {'params', 'max_images'})}")
+        allowed = {"params", "max_images", "ordered"}
+        if set(cap) - allowed:
+            raise fail(f"capability {cap_name}: unknown key(s) {sorted(set(cap) - allowed)}")
         max_images = cap.get("max_images")
         if max_images is not None and (not isinstance(max_images, int) or max_images < 1):
             raise fail(f"capability {cap_name}: max_images must be a positive whole number")
         params = []
         for pname, p in (cap.get("params") or {}).items():
             params.append(_parse_param(pname, p, lambda m, c=cap_name, n=pname: fail(f"{c}.{n}: {m}")))
-        capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params), max_images)
+        names = {p.name for p in params}
+        ordered = tuple(tuple(pair) for pair in cap.get("ordered") or ())
+        if any(len(pair) != 2 or not set(pair) <= names for pair in ordered):
+            raise fail(f"capability {cap_name}: ordered must list [low, high] pairs of its own parameter names")
+        capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params), max_images, ordered)
     return ModelSpec(
         id=str(data["id"]),
         name=str(data["name"]),

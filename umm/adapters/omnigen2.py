@@ -35,7 +35,6 @@ import torch
 from umm.adapters.base import Adapter, load_errors, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
-from umm.errors import InputError
 from umm.sampling import stream_generate
 from umm.types import EditRequest, GenerateRequest, ImageResult, Message, UnderstandRequest
 
@@ -203,8 +202,6 @@ class OmniGen2Adapter(Adapter):
     ) -> ImageResult:
         from umm.ports.omnigen2 import Conditioning, sample
 
-        if params["cfg_range_start"] > params["cfg_range_end"]:
-            raise InputError("CFG range start must not be greater than CFG range end.")
         seed = resolve_seed(seed)
         negative_prompt = negative_prompt or NEGATIVE_PROMPT
         text_scale = params["text_guidance_scale"]
