@@ -87,11 +87,11 @@ class ParamPanel:
                 params[param.name] = param.validate(values.get(param.name))
             except InputError as err:
                 raise FieldError(param.name, str(err)) from None
-        for low, _high in cap.ordered:  # cross-parameter rules of the catalog (e.g. CFG start <= end)
+        if cap.ordered:  # the catalog's cross-parameter rules (e.g. CFG start <= end)
             try:
                 cap.validate(params)
             except InputError as err:
-                raise FieldError(low, str(err)) from None
+                raise FieldError(cap.ordered[0][0], str(err)) from None
         return params
 
     def settings_updates(self, params: dict[str, Any]) -> list[Any]:
