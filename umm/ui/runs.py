@@ -46,16 +46,18 @@ class RunRegistry:
         self._lock = threading.Lock()
         self._runs: dict[tuple[str, str], RunControl] = {}
 
-    def start(self, request: gr.Request | None, slot: str, control: RunControl) -> RunControl:
+    @contextlib.contextmanager
+    def track(self, request: gr.Request | None, slot: str, control: RunControl) -> Iterator[RunControl]:
+        """Register ``control`` for the Stop button of (session, slot) while the block runs."""
+        key = (_session(request), slot)
         with self._lock:
-            self._runs[(_session(request), slot)] = control
-        return control
-
-    def finish(self, request: gr.Request | None, slot: str, control: RunControl) -> None:
-        with self._lock:
-            key = (_session(request), slot)
-            if self._runs.get(key) is control:
-                del self._runs[key]
+            self._runs[key] = control
+        try:
+            yield control
+        finally:
+            with self._lock:
+                if self._runs.get(key) is control:
+                    del self._runs[key]
 
     def cancel(self, request: gr.Request | None, slot: str) -> bool:
         with self._lock:

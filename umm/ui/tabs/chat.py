@@ -127,20 +127,17 @@ def _message(ctx: UiContext, turn: dict) -> Message:
 
 
 def _reply(ctx, model_id, req, history, request, *, clear_box: bool) -> Iterator[Any]:
-    control = ctx.runs.start(request, SLOT, progress_control(ctx.manager, None, "reply"))
     reply = {"role": "assistant", "content": ""}
     history = [*history, reply]
     box = None if clear_box else gr.update()
-    yield history, box
     started = time.perf_counter()
     text = ""
-    try:
+    with ctx.runs.track(request, SLOT, progress_control(ctx.manager, None, "reply")) as control:
+        yield history, box
         for chunk in stream_text(ctx.manager, model_id, req, control):
             text += chunk
             reply["content"] = text
             yield history, gr.update()
-    finally:
-        ctx.runs.finish(request, SLOT, control)
     log.info("chat %s: %d chars in %.2f s", model_id, len(text), time.perf_counter() - started)
     if not text:
         reply["content"] = "*(empty reply)*"

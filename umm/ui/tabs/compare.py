@@ -98,33 +98,31 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         for index, model_id in enumerate(model_ids):
             state[index][3] = "⏳ running…"
             yield [*_flatten(state), None]
-            control = ctx.runs.start(request, SLOT, progress_control(ctx.manager, progress, model_id))
-            started = time.perf_counter()
-            paths: list[str] = []
-            settings: dict | None = None
-            try:
-                if task == "understand":
-                    req = UnderstandRequest([Message("user", text, images)], seed=seed)
-                    reply = ""
-                    for chunk in stream_text(ctx.manager, model_id, req, control):
-                        reply += chunk
-                        state[index][2] = reply
-                        yield [*_flatten(state), None]
-                    settings = {"model_id": model_id, "task": task, "prompt": text, "seed": seed, "reply": reply}
-                else:
-                    req = (GenerateRequest(text, seed=seed) if task == "generate"
-                           else EditRequest(images, text, seed=seed))
-                    result = run_images(ctx.manager, task, model_id, req, control)
-                    paths = outputs.save_result(result)
-                    settings = result.info.as_dict()
-                    state[index][1] = paths
-                status = f"✅ {time.perf_counter() - started:.1f} s · seed {seed}"
-            except UmmError as err:
-                status = f"❌ {err}"
-            except Exception as err:  # one failing model must not break the other columns
-                status = f"❌ internal error ({type(err).__name__}): {err}"
-            finally:
-                ctx.runs.finish(request, SLOT, control)
+            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, model_id)) as control:
+                started = time.perf_counter()
+                paths: list[str] = []
+                settings: dict | None = None
+                try:
+                    if task == "understand":
+                        req = UnderstandRequest([Message("user", text, images)], seed=seed)
+                        reply = ""
+                        for chunk in stream_text(ctx.manager, model_id, req, control):
+                            reply += chunk
+                            state[index][2] = reply
+                            yield [*_flatten(state), None]
+                        settings = {"model_id": model_id, "task": task, "prompt": text, "seed": seed, "reply": reply}
+                    else:
+                        req = (GenerateRequest(text, seed=seed) if task == "generate"
+                               else EditRequest(images, text, seed=seed))
+                        result = run_images(ctx.manager, task, model_id, req, control)
+                        paths = outputs.save_result(result)
+                        settings = result.info.as_dict()
+                        state[index][1] = paths
+                    status = f"✅ {time.perf_counter() - started:.1f} s · seed {seed}"
+                except UmmError as err:
+                    status = f"❌ {err}"
+                except Exception as err:  # one failing model must not break the other columns
+                    status = f"❌ internal error ({type(err).__name__}): {err}"
             if control.cancelled:
                 status = "⏹ stopped"
             state[index][3] = status

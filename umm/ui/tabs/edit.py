@@ -93,12 +93,9 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         with user_errors():
             req = check(model_id, image, extra_images, instruction, negative_prompt, seed, **params)
             progress(None, desc="Waiting for the accelerator / loading the model…")
-            control = ctx.runs.start(request, SLOT, progress_control(ctx.manager, progress, "Editing"))
             started = time.perf_counter()
-            try:
+            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, "Editing")) as control:
                 result = run_images(ctx.manager, "edit", model_id, req, control)
-            finally:
-                ctx.runs.finish(request, SLOT, control)
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
