@@ -114,6 +114,22 @@ class CapabilitySpec:
 
 
 @dataclass(frozen=True)
+class Component:
+    """Another hub repo a model reads (a VAE, a tokenizer), fetched at its own pinned revision."""
+
+    repo: str
+    revision: str | None = None
+
+
+@dataclass(frozen=True)
+class PickleFile:
+    """An official file shipped only as a pickle; ``umm convert`` turns it into safetensors beside it."""
+
+    file: str  # path inside the repo
+    component: str | None = None  # None: the main repo
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """One catalog entry. ``repo`` may also be a local directory (tiny test checkpoints, mirrors)."""
 
@@ -130,6 +146,8 @@ class ModelSpec:
     options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     demo: bool = False
+    components: dict[str, Component] = field(default_factory=dict)
+    convert: tuple[PickleFile, ...] = ()
 
     def can(self, capability: str) -> bool:
         return capability in self.capabilities
@@ -148,10 +166,29 @@ class ModelSpec:
     def replace(self, **changes: Any) -> ModelSpec:
         return dataclasses.replace(self, **changes)
 
+    def part(self, component: str | None = None) -> ModelSpec:
+        """The spec of one repo this model reads: itself (None) or a component, with that repo's pin.
+
+        Hub checks, error messages and ``from_pretrained`` kwargs then work per repo unchanged.
+        """
+        if component is None:
+            return self.replace(components={}, convert=()) if self.components else self
+        try:
+            comp = self.components[component]
+        except KeyError:
+            raise CatalogError(f"{self.id} has no component {component!r}; it has: {sorted(self.components)}") from None
+        return self.replace(
+            name=f"{self.name} ({component})", repo=comp.repo, revision=comp.revision, components={}, convert=()
+        )
+
+    def parts(self) -> list[ModelSpec]:
+        """Every repo this model reads, the main one first."""
+        return [self.part(None), *(self.part(name) for name in self.components)]
+
 
 _SPEC_KEYS = {
     "id", "name", "family", "repo", "revision", "dtype", "capabilities", "license",
-    "weight_bytes", "links", "options", "description",
+    "weight_bytes", "links", "options", "description", "components", "convert",
 }
 _PARAM_KEYS = {"type", "default", "help", "min", "max", "step", "choices", "label"}
 
@@ -197,6 +234,20 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         if any(len(pair) != 2 or not set(pair) <= names for pair in ordered):
             raise fail(f"capability {cap_name}: ordered must list [low, high] pairs of its own parameter names")
         capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params), max_images, ordered)
+    components = {}
+    for comp_name, comp in (data.get("components") or {}).items():
+        if not isinstance(comp, dict) or "repo" not in comp or set(comp) - {"repo", "revision"}:
+            raise fail(f"component {comp_name}: expected {{repo: ..., revision: ...}}")
+        components[str(comp_name)] = Component(str(comp["repo"]), None if comp.get("revision") is None
+                                               else str(comp["revision"]))
+    convert = []
+    for item in data.get("convert") or ():
+        item = {"file": item} if isinstance(item, str) else item
+        if not isinstance(item, dict) or "file" not in item or set(item) - {"file", "component"}:
+            raise fail("convert: expected a list of file paths or {file: ..., component: ...}")
+        if item.get("component") is not None and item["component"] not in components:
+            raise fail(f"convert: unknown component {item['component']!r}")
+        convert.append(PickleFile(str(item["file"]), item.get("component")))
     return ModelSpec(
         id=str(data["id"]),
         name=str(data["name"]),
@@ -210,6 +261,8 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         links=dict(data.get("links") or {}),
         options=dict(data.get("options") or {}),
         description=str(data.get("description", "")),
+        components=components,
+        convert=tuple(convert),
     )
 
 

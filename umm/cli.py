@@ -31,6 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("table", help="print the README's model table (markdown)")
     fetcher = sub.add_parser("fetch", help="download a model's pinned weights into the Hugging Face cache")
     fetcher.add_argument("models", nargs="+", metavar="MODEL")
+    converter = sub.add_parser(
+        "convert", help="turn a model's official pickle files into safetensors (torch.load weights_only=True)"
+    )
+    converter.add_argument("models", nargs="+", metavar="MODEL")
     lister = sub.add_parser("list", help="list catalog models")
     lister.add_argument("--capability", choices=["understand", "generate", "edit"])
 
@@ -80,8 +84,22 @@ def _run(args: argparse.Namespace) -> int:
 
         for model_id in args.models:
             spec = catalog.get(model_id)
-            print(f"{spec.id}: {spec.repo}@{spec.revision or 'main'} (~{spec.weight_bytes / 1e9:.1f} GB) …")
-            print(f"{spec.id}: {fetch(spec)}")
+            repos = ", ".join(f"{part.repo}@{part.revision or 'main'}" for part in spec.parts())
+            print(f"{spec.id}: {repos} (~{spec.weight_bytes / 1e9:.1f} GB) …")
+            for path in fetch(spec):
+                print(f"{spec.id}: {path}")
+            if spec.convert:
+                print(f"{spec.id}: ships pickle files; run `python -m umm convert {spec.id}` once to use them.")
+        return 0
+    if args.command == "convert":
+        from umm.convert import convert_model
+
+        for model_id in args.models:
+            spec = catalog.get(model_id)
+            if not spec.convert:
+                print(f"{spec.id}: nothing to convert (its weights are safetensors already).")
+            for path in convert_model(spec):
+                print(f"{spec.id}: wrote {path}")
         return 0
     if args.command == "list":
         for spec in catalog:

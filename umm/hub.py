@@ -17,17 +17,24 @@ from umm.errors import WeightsUnavailableError
 
 
 def weights_present(spec: ModelSpec) -> bool:
-    """Whether the pinned snapshot is already on this machine (no network)."""
+    """Whether the pinned snapshot of every repo the model reads is already on this machine (no network)."""
+    return all(snapshot_dir(part) is not None for part in spec.parts())
+
+
+def snapshot_dir(spec: ModelSpec) -> Path | None:
+    """The local folder of the model's main repo at its pin (a cache snapshot or a local path), if any."""
     if spec.is_local:
-        return True
+        return Path(spec.repo)
     from huggingface_hub import constants
 
     repo_dir = Path(constants.HF_HUB_CACHE) / f"models--{spec.repo.replace('/', '--')}"
     revision = spec.revision or "main"
     if (repo_dir / "snapshots" / revision).is_dir():
-        return True
+        return repo_dir / "snapshots" / revision
     ref = repo_dir / "refs" / revision
-    return ref.is_file() and (repo_dir / "snapshots" / ref.read_text().strip()).is_dir()
+    if ref.is_file() and (repo_dir / "snapshots" / ref.read_text().strip()).is_dir():
+        return repo_dir / "snapshots" / ref.read_text().strip()
+    return None
 
 
 def hub_reachable(timeout_s: float = 2.0) -> bool:
@@ -50,11 +57,15 @@ def _reachable(endpoint: str, _minute: int, timeout_s: float) -> bool:
 
 
 def missing_weights_error(spec: ModelSpec) -> WeightsUnavailableError:
-    revision = f" --revision {spec.revision}" if spec.revision else ""
+    missing = [part for part in spec.parts() if snapshot_dir(part) is None] or spec.parts()
+    repos = ", ".join(part.repo for part in missing)
+    downloads = "; ".join(
+        f"`hf download {part.repo}" + (f" --revision {part.revision}`" if part.revision else "`") for part in missing
+    )
     return WeightsUnavailableError(
-        f"The weights of {spec.name} ({spec.repo}) are not in the local Hugging Face cache and the hub "
+        f"The weights of {spec.name} ({repos}) are not in the local Hugging Face cache and the hub "
         f"cannot be reached. Fetch them with `python -m umm fetch {spec.id}` (or "
-        f"`hf download {spec.repo}{revision}`) on a machine with hub "
+        f"{downloads}) on a machine with hub "
         "access (they go to ~/.cache/huggingface/hub, or $HF_HOME/hub when HF_HOME is set), then copy "
         "that cache here or point HF_HOME at it."
     )
@@ -73,12 +84,25 @@ def require_weights(spec: ModelSpec) -> str:
 PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.msgpack", "*.h5"]
 
 
-def fetch(spec: ModelSpec) -> str:
-    """Download the pinned snapshot into the Hugging Face cache (safetensors and configs only)."""
-    from huggingface_hub import snapshot_download
+def fetch(spec: ModelSpec) -> list[str]:
+    """Download every repo the model reads at its pin into the Hugging Face cache.
 
-    if spec.is_local:
-        return spec.repo
+    Pickles are skipped, except the files the catalog lists under ``convert``: those are fetched as
+    files only; ``python -m umm convert`` then turns them into safetensors (never done implicitly).
+    """
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    if all(part.is_local for part in spec.parts()):
+        return [part.repo for part in spec.parts()]
     if not hub_reachable():
         raise missing_weights_error(spec)
-    return snapshot_download(spec.repo, revision=spec.revision, ignore_patterns=PICKLE_PATTERNS)
+    paths = []
+    for name, part in [(None, spec.part()), *((n, spec.part(n)) for n in spec.components)]:
+        if part.is_local:
+            paths.append(part.repo)
+            continue
+        paths.append(snapshot_download(part.repo, revision=part.revision, ignore_patterns=PICKLE_PATTERNS))
+        for pickle in spec.convert:
+            if pickle.component == name:
+                hf_hub_download(part.repo, pickle.file, revision=part.revision)
+    return paths

@@ -15,7 +15,7 @@ import os
 import shutil
 from pathlib import Path
 
-from umm.catalog import CapabilitySpec, Catalog, ModelSpec
+from umm.catalog import CapabilitySpec, Catalog, Component, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,13 @@ def demo_capabilities(spec: ModelSpec) -> dict[str, CapabilitySpec]:
 
 
 def tiny_spec(spec: ModelSpec, directory: Path) -> ModelSpec:
-    """The tiny twin of a catalog entry: same family and parameter ranges, local random weights."""
+    """The tiny twin of a catalog entry: same family and parameter ranges, local random weights.
+
+    The main repo is ``directory`` and each catalog component (a VAE repo, a tokenizer repo) is the
+    subfolder ``directory/<component name>``, laid out like that repo; ``build_tiny`` writes both.
+    """
     return spec.replace(
+        components={name: Component(str(directory / name)) for name in spec.components},
         capabilities=demo_capabilities(spec),
         id=f"tiny-{spec.id}",
         name=f"{spec.name} (tiny, random weights)",

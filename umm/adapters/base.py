@@ -101,18 +101,42 @@ class Adapter:
         raise NotImplementedError
 
     # -- helpers shared by adapters --------------------------------------------------------
-    def pretrained_kwargs(self) -> dict[str, Any]:
+    def pretrained_kwargs(self, component: str | None = None) -> dict[str, Any]:
         """Arguments every ``from_pretrained`` call gets: pinned revision, safetensors only."""
-        return {"use_safetensors": True, **self.source_kwargs()}
+        return {"use_safetensors": True, **self.source_kwargs(component)}
 
-    def source_kwargs(self) -> dict[str, Any]:
-        """Revision and offline flag for any ``from_pretrained`` (processors included)."""
-        if self.spec.is_local:
+    def source_kwargs(self, component: str | None = None) -> dict[str, Any]:
+        """Revision and offline flag for any ``from_pretrained`` (processors included).
+
+        ``component`` names another repo the catalog entry lists under ``components`` (a VAE, a
+        tokenizer); None is the main repo. Pass ``self.repo(component)`` as the path.
+        """
+        part = self.spec.part(component)
+        if part.is_local:
             return {}
-        kwargs: dict[str, Any] = {"revision": self.spec.revision} if self.spec.revision else {}
-        if weights_present(self.spec):
+        kwargs: dict[str, Any] = {"revision": part.revision} if part.revision else {}
+        if weights_present(part):
             kwargs["local_files_only"] = True  # no network round-trips for a cached snapshot
         return kwargs
+
+    def repo(self, component: str | None = None) -> str:
+        """The repo id (or local folder) of the main repo or of a catalog component."""
+        return self.spec.part(component).repo
+
+    def snapshot_dir(self, component: str | None = None, allow_patterns: list[str] | None = None) -> Path:
+        """A local folder with the repo's files at its pin, for loaders that read files directly."""
+        part = self.spec.part(component)
+        if part.is_local:
+            return Path(part.repo)
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(part.repo, allow_patterns=allow_patterns, **self.source_kwargs(component)))
+
+    def converted(self, file: str, component: str | None = None) -> Path:
+        """The safetensors copy ``umm convert`` made of an official pickle (never the pickle itself)."""
+        from umm.convert import require_converted
+
+        return require_converted(self.spec, self.snapshot_dir(component, [file, "*.safetensors"]), file)
 
     def generator(self, seed: int) -> torch.Generator:
         device = self.device if self.device is not None and self.device.type != "mps" else torch.device("cpu")

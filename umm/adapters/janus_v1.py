@@ -96,11 +96,7 @@ class JanusV1Adapter(JanusAdapter):
 
     def _repo_dir(self) -> Path:
         """The local directory holding the repo's files (the hub cache snapshot for hub repos)."""
-        if self.spec.is_local:
-            return Path(self.spec.repo)
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(self.spec.repo, allow_patterns=list(REPO_FILES), **self.source_kwargs()))
+        return self.snapshot_dir(allow_patterns=list(REPO_FILES))
 
     # -- tiny checkpoint -------------------------------------------------------------------
     @classmethod
