@@ -187,3 +187,50 @@ def test_save_pretrained_roundtrip(tmp_path: Path) -> None:
     for name, value in loaded.state_dict().items():
         assert torch.equal(value, reference[name]), name
     assert loaded.quantize.power_vals.dtype == torch.int64
+
+
+# -- second golden model: attention inside levels, widths up and down, own decoder multipliers ----------
+def _levels_meta() -> dict:
+    return json.loads((GOLDEN / "meta.json").read_text())["levels"]
+
+
+def _levels_config(meta: dict) -> dict:
+    """The upstream encoder/decoder kwargs of meta.json spelled as this port's constructor arguments."""
+    enc, dec = meta["encoder_kwargs"], meta["decoder_kwargs"]
+    shared = ("ch", "attn_resolutions", "resolution", "z_channels")
+    assert all(enc[k] == dec[k] for k in shared)  # this port builds both halves from one value of each
+    config = {k: enc[k] for k in shared}
+    for part, kwargs in (("encoder", enc), ("decoder", dec)):
+        config[f"{part}_ch_mult"] = kwargs["ch_mult"]
+        config[f"{part}_num_res_blocks"] = kwargs["num_res_blocks"]
+    assert config == {k: meta["port_config"][k] for k in config}  # the two spellings agree
+    return config
+
+
+needs_levels = pytest.mark.skipif(
+    not (GOLDEN / "model_levels.safetensors").is_file(),
+    reason=f"MagViTv2 'levels' golden data not found at {GOLDEN} (../shared next to the repo)",
+)
+
+
+def _levels_cases() -> list[str]:
+    return sorted(_levels_meta()["cases"]) if (GOLDEN / "meta.json").is_file() else ["levels"]
+
+
+@needs_levels
+@pytest.mark.parametrize("name", _levels_cases())
+def test_levels_model_roundtrip_matches_golden(name: str) -> None:
+    meta = _levels_meta()
+    model = MagViTv2.from_single_file(GOLDEN / meta["weights"], **_levels_config(meta)).eval()
+    case = load_file(GOLDEN / f"case_{name}.safetensors")
+    assert list(case["pixel_values"].shape) == meta["cases"][name]["pixel_values"]
+    out = _roundtrip(model, case["pixel_values"])
+    assert torch.equal(out["indices"], case["indices"])
+    for key in ("encoder_output", "quantized", "latent_from_indices", "decoded"):
+        assert _maxdiff(out[key], case[key]) <= TOL, key
+    with torch.no_grad():  # the golden ids decode to the golden pixels on a non-square grid
+        grid = case["quantized"].shape[-2:]
+        assert _maxdiff(model.decode_indices(case["indices"], (grid[0], grid[1])), case["decoded"]) <= TOL
+    assert model.downsample_factor == case["pixel_values"].shape[-1] // grid[1]
+    golden = load_file(GOLDEN / meta["weights"])
+    assert {k: v.shape for k, v in golden.items()} == {k: v.shape for k, v in model.state_dict().items()}

@@ -171,3 +171,92 @@ def test_save_pretrained_roundtrip(tmp_path: Path) -> None:
         assert {k: v.shape for k, v in golden.items()} == {
             k: v.shape for k, v in reference.items()
         }
+
+
+# -- further golden cases: several references, per-sample time, CFG range, text-only guidance -------------
+def _meta() -> dict:
+    import json
+
+    return json.loads((GOLDEN / "meta.json").read_text())
+
+
+def _refs(case: dict[str, torch.Tensor], batch: int) -> list[list[torch.Tensor] | None]:
+    """``ref_image_hidden_states_<sample>_<j>`` tensors as per-sample lists, in index order."""
+    refs: list[list[torch.Tensor] | None] = []
+    for b in range(batch):
+        keys = sorted((k for k in case if k.startswith(f"ref_image_hidden_states_{b}_")),
+                      key=lambda k: int(k.rsplit("_", 1)[1]))
+        refs.append([case[k] for k in keys] or None)
+    return refs
+
+
+def _trace_conditioning(trace: dict[str, torch.Tensor]) -> Conditioning:
+    return Conditioning(
+        trace["text_hidden_states"],
+        trace["text_attention_mask"],
+        trace["negative_text_hidden_states"],
+        trace["negative_text_attention_mask"],
+        _refs(trace, trace["init_latents"].shape[0]),
+    )
+
+
+@needs_golden
+def test_multiref_forward_with_a_timestep_per_sample(model: OmniGen2Transformer2DModel) -> None:
+    case = _case("multiref")
+    batch = case["hidden_states"].shape[0]
+    refs = _refs(case, batch)
+    assert [len(r or []) for r in refs] == [2, 1]
+    with torch.no_grad():
+        out = model(case["hidden_states"], case["timestep"], case["text_hidden_states"],
+                    case["text_attention_mask"], refs)
+    assert _maxdiff(out, case["output"]) <= TOL
+
+
+def _pass_inputs(trace: dict[str, torch.Tensor], which: str):
+    refs = _refs(trace, trace["init_latents"].shape[0])
+    if which == "cond":
+        return trace["text_hidden_states"], trace["text_attention_mask"], refs
+    negative = trace["negative_text_hidden_states"], trace["negative_text_attention_mask"]
+    return (*negative, refs) if which == "ref" else (*negative, None)
+
+
+@needs_golden
+@pytest.mark.parametrize("name", ["cfg_range_sampling", "text_guidance_sampling", "edit_sampling"])
+@pytest.mark.parametrize("batch_passes", [True, False])
+def test_sampling_traces_step_by_step(model: OmniGen2Transformer2DModel, name: str, batch_passes: bool) -> None:
+    """Every recorded pass, combined velocity and latent of each step, then the whole ``sample`` run.
+
+    The settings (steps, scales, CFG range, which steps are guided) are read from meta.json.
+    """
+    settings = _meta()["sampling"][name]
+    trace = load_file(GOLDEN / f"case_{name}.safetensors")
+    cond = _trace_conditioning(trace)
+    steps, (low, high) = settings["steps"], settings["cfg_range"]
+    s_t, s_i = settings["text_guidance_scale"], settings["image_guidance_scale"]
+    latents = trace["init_latents"]
+    times = time_grid(steps, latents.shape[-2] * latents.shape[-1])
+    assert _maxdiff(times, trace["timesteps"]) <= 1e-6
+    times = torch.cat([times, torch.ones(1)])
+    x = latents
+    with torch.no_grad():
+        for i in range(steps):
+            active = low <= i / steps <= high
+            assert active == settings["guidance_active"][i]
+            for which in ("cond", "ref", "uncond"):
+                key = f"velocity_{which}_step{i}"
+                if key in trace:  # the passes upstream ran at this step
+                    h, m, refs = _pass_inputs(trace, which)
+                    v = model(x, times[i].expand(x.shape[0]), h, m, refs)
+                    assert _maxdiff(v, trace[key]) <= TOL, key
+            v = guided_velocity(model, x, times[i], cond, text_scale=s_t if active else 1.0,
+                                image_scale=s_i if active else 1.0, batch_passes=batch_passes)
+            assert _maxdiff(v, trace[f"velocity_step{i}"]) <= TOL, f"velocity_step{i}"
+            x = (x.float() + (times[i + 1] - times[i]) * v.float()).to(v.dtype)
+            if f"latents_step{i}" in trace:
+                assert _maxdiff(x, trace[f"latents_step{i}"]) <= TOL, f"latents_step{i}"
+    seen: list[tuple[int, int]] = []
+    final = sample(model, cond, latents=latents, num_steps=steps, text_guidance_scale=s_t,
+                   image_guidance_scale=s_i, cfg_range=(low, high), batch_passes=batch_passes,
+                   on_step=lambda done, total: seen.append((done, total)))
+    assert _maxdiff(final, trace["final_latents"]) <= TOL
+    assert seen == [(i + 1, steps) for i in range(steps)]
