@@ -242,3 +242,72 @@ def test_v1_endpoints_take_params_as_a_dict_with_model_defaults(client: Client, 
         client.predict(model_id=model_id, prompt="a cat", params={"num_images": 99}, api_name="/v1_generate")
     with pytest.raises(AppError, match="not valid base64"):
         client.predict(model_id=chat_id, message="hi", images=["%%%"], api_name="/v1_chat")
+
+
+def test_compare_chat_runs_every_model_to_the_end(client: Client, app_catalog: Catalog) -> None:
+    """A reply that ends normally is not a Stop: every column answers (issue: only the first one ran)."""
+    ids = [i for i in app_catalog.ids("understand") if i.startswith("tiny-")][:2]
+    if len(ids) < 2:
+        pytest.skip("needs two tiny models that understand")
+    out = client.predict(task="understand", prompt="What is in this picture?",
+                         image=handle_file(ASSETS / "cat.png"), model_ids=ids, seed=4, api_name="/compare")
+    columns = [out[i:i + 4] for i in range(0, 16, 4)][:2]
+    for title, _gallery, reply, status in columns:
+        assert status.startswith("✅"), (title, status)
+        assert reply, title
+
+
+def test_omitted_controls_take_the_chosen_models_defaults(client: Client, app_catalog: Catalog) -> None:
+    """Leaving a control out of a tab endpoint means the chosen model's default, not another model's."""
+    chosen = {}
+    for model_id in (i for i in app_catalog.ids("generate") if i.startswith("tiny-")):
+        chosen.setdefault(tuple(sorted(app_catalog.get(model_id).capability("generate").defaults().items(),
+                                       key=str)), model_id)
+    if len(chosen) < 2:
+        pytest.skip("needs two tiny generators with different defaults")
+    for model_id in list(chosen.values())[:3]:
+        settings = client.predict(model_id=model_id, prompt="a cat", seed=1, api_name="/generate")[2]
+        assert settings["params"] == app_catalog.get(model_id).capability("generate").defaults(), model_id
+    chat_id = first(app_catalog, "understand")
+    history = client.predict(model_id=chat_id, message={"text": "hi", "files": []}, history=[], seed=1,
+                             api_name="/chat")[0]
+    assert reply_text(history[-1])
+
+
+def _run_snippet(snippet: str):
+    scope: dict = {"print": lambda *a, **k: None}
+    exec(compile(snippet, "<snippet>", "exec"), scope)  # the snippet exactly as the page shows it
+    return scope["result"]
+
+
+def _pixels(path: str):
+    import numpy as np
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.parametrize("tab", ["generate", "edit"])
+def test_copy_as_api_call_snippets_reproduce_the_run(client: Client, app_catalog: Catalog, tab: str) -> None:
+    import numpy as np
+
+    if tab == "generate":
+        model_id = first(app_catalog, "generate")
+        out = client.predict(model_id=model_id, prompt="a red cube", seed=9, num_images=1, api_name="/generate")
+        gallery, settings, snippet = out[0], out[2], out[3]
+    else:
+        editors = [i for i in app_catalog.ids("edit") if i.startswith("tiny-")]
+        if not editors:
+            pytest.skip("no tiny editor")
+        spec = app_catalog.get(editors[0])
+        extra = [handle_file(ASSETS / "cat.png")] if (spec.capability("edit").max_images or 1) > 1 else None
+        out = client.predict(model_id=editors[0], image=handle_file(ASSETS / "landscape.png"), extra_images=extra,
+                             instruction="make it winter", seed=5, steps=2, width=64, height=64, max_pixels=4096,
+                             api_name="/edit")
+        gallery, settings, snippet = out[1], out[3], out[4]
+        assert "extra_images=" in snippet and "input.png" not in snippet
+    again = _run_snippet(snippet)
+    again_gallery, again_settings = (again[0], again[2]) if tab == "generate" else (again[1], again[3])
+    assert again_settings["seed"] == settings["seed"] and again_settings["params"] == settings["params"]
+    assert again_settings.get("input_images", None) == settings.get("input_images", None)
+    assert np.array_equal(_pixels(image_paths(again_gallery)[0]), _pixels(image_paths(gallery)[0]))

@@ -99,7 +99,7 @@ def wire_picker(ctx: UiContext, picker: Picker, prefix: str, app: gr.Blocks) -> 
         api_name=f"{prefix}_reset_settings", api_visibility="undocumented",
     )
     app.load(
-        lambda model_id: [info.card(ctx.manager, model_id), *panel.updates(model_id, reset=False)],
+        lambda model_id: [info.card(ctx.manager, model_id), *panel.updates(model_id)],
         [dropdown], [card, *picker.controls], queue=False, api_visibility="private",
     )
 

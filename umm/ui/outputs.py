@@ -38,8 +38,15 @@ def summary(info: RunInfo, seconds: float, n_images: int | None = None) -> str:
     return f"✅ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`"
 
 
-def api_snippet(url: str, api_name: str, info: dict[str, Any], image_args: dict[str, str] | None = None) -> str:
-    """A gradio_client call that reproduces ``info`` (the dict of ``RunInfo.as_dict()``)."""
+def api_snippet(
+    url: str, api_name: str, info: dict[str, Any], image_args: dict[str, str | list[str] | None] | None = None
+) -> str:
+    """A gradio_client call that reproduces ``info`` (the dict of ``RunInfo.as_dict()``).
+
+    ``image_args`` maps an input name to the app's file(s) of this run (paths the app already serves);
+    they become download URLs of this app, so the snippet runs as it is, from any machine that can
+    reach the app. Every model parameter is passed, so it reproduces the run even if defaults change.
+    """
     args: dict[str, Any] = {"model_id": info["model_id"]}
     if info.get("task") == "edit":
         args["instruction"] = info.get("prompt", "")
@@ -49,13 +56,33 @@ def api_snippet(url: str, api_name: str, info: dict[str, Any], image_args: dict[
         args["negative_prompt"] = info["negative_prompt"]
     args["seed"] = info["seed"]
     args.update(info.get("params") or {})
-    lines = ["from gradio_client import Client, handle_file", "", f"client = Client({url!r})"]
-    lines.append("result = client.predict(")
-    for name, path in (image_args or {}).items():
-        lines.append(f"    {name}=handle_file({path!r}),")
+    lines = ["from gradio_client import Client, handle_file", ""]
+    if any(image_args.values() if image_args else ()):
+        lines[:1] = [  # gradio refuses URL inputs that point at a private host, so fetch them here first
+            "import tempfile", "import urllib.request", "", "from gradio_client import Client, handle_file", "", "",
+            "def app_file(url):  # an input image of this run, as the app serves it",
+            "    path = tempfile.mkstemp(suffix='.png')[1]", "    urllib.request.urlretrieve(url, path)",
+            "    return handle_file(path)", "", "",
+        ]
+    lines += [f"client = Client({url!r})", "result = client.predict("]
+    for name, paths in (image_args or {}).items():
+        if isinstance(paths, list):
+            files = ", ".join(f"app_file({file_url(url, p)!r})" for p in paths)
+            lines.append(f"    {name}=[{files}]," if paths else f"    {name}=None,")
+        elif paths is None:
+            lines.append(f"    {name}=None,")
+        else:
+            lines.append(f"    {name}=app_file({file_url(url, paths)!r}),")
     lines += [f"    {name}={value!r}," for name, value in args.items()]
     lines += [f"    api_name={api_name!r},", ")", "print(result)"]
     return "\n".join(lines)
+
+
+def file_url(base: str, path: str) -> str:
+    """The URL under which a gradio app serves one of its (cached) files."""
+    if "://" not in base:  # a Space id: its direct URL
+        base = f"https://{base.replace('/', '-').lower()}.hf.space/"
+    return f"{base.rstrip('/')}/gradio_api/file={path}"
 
 
 def export_zip(entries: list[tuple[str, list[str], dict[str, Any] | None, str]]) -> str:

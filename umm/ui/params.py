@@ -7,6 +7,8 @@ A fixed set of named components keeps the API stable: clients pass parameters by
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -50,8 +52,25 @@ class ParamPanel:
         for name, variants in self.specs().items():
             if name in RESERVED:
                 raise ValueError(f"parameter name {name!r} clashes with a UI input")
-            self.components[name] = _component(name, variants, f"{self.prefix}-{name}", own.get(name))
+            component = _component(name, variants, f"{self.prefix}-{name}", own.get(name))
+            # No initial value: gradio's API then offers None as every control's default, and None means
+            # "the chosen model's own default" (ParamSpec.validate). An initial value would be one model's
+            # default handed to every other model. The page fills the values in on load (``updates``).
+            component.value = None
+            self.components[name] = component
         return self.components
+
+    def omittable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """``fn`` (taking the controls as ``**params``) declaring a None default per control.
+
+        gradio reads the signature to tell API clients which inputs are optional; the function itself is
+        unchanged (a wrapper would hide that it is a generator, which gradio streams).
+        """
+        signature = inspect.signature(fn)
+        kept = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        extra = [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=None) for n in self.components]
+        fn.__signature__ = signature.replace(parameters=[*kept, *extra])  # type: ignore[attr-defined]
+        return fn
 
     def _own(self, model_id: str | None) -> dict[str, ParamSpec]:
         if model_id in self.catalog and self.catalog.get(model_id).can(self.capability):

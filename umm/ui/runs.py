@@ -143,16 +143,20 @@ def stream_text(
 
     worker = threading.Thread(target=work, name=f"umm-stream-{model_id}", daemon=True)
     worker.start()
+    finished = False
     try:
         while True:
             item = chunks.get()
             if item is _DONE:
+                finished = True
                 return
             if isinstance(item, BaseException):
+                finished = True
                 raise item
             yield item
     finally:
-        control.cancel()  # a no-op when the stream finished; stops the worker when it did not
+        if not finished:  # abandoned mid-stream (stop, disconnect): stop the worker at its next token
+            control.cancel()
 
 
 def elapsed(started: float) -> float:

@@ -76,11 +76,11 @@ def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
 
     common = {"concurrency_id": LANE_KWARGS["concurrency_id"], "concurrency_limit": 1, "show_progress": "minimal"}
     send = box.submit(
-        chat, [picker.dropdown, box, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs, api_name="chat",
-        validator=checks.validator(names, check_chat), **common,
+        panel.omittable(chat), [picker.dropdown, box, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs,
+        api_name="chat", validator=checks.validator(names, check_chat), **common,
     )
     again = regen.click(
-        regenerate, [picker.dropdown, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs,
+        panel.omittable(regenerate), [picker.dropdown, chatbot, seed], [chatbot, box], inputs_kwargs=kwargs,
         api_name="chat_regenerate", validator=checks.validator(["model_id", "history", "seed", *kwargs], check_regen),
         **common,
     )

@@ -99,14 +99,17 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
-            snippet_text = outputs.api_snippet(base_url(request), "/edit", data, {"image": "input.png"})
+            extras = [f if isinstance(f, str) else f.get("path") for f in extra_images or []]
+            snippet_text = outputs.api_snippet(
+                base_url(request), "/edit", data, {"image": image, "extra_images": extras or None}
+            )
             return (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
 
     inputs = [picker.dropdown, image, extra, instruction, negative, seed]
     outs = [compare, gallery, summary, settings, snippet, files, selected]
     event = run.click(
-        edit, inputs, outs, inputs_kwargs=kwargs, api_name="edit", validator=checks.validator(names, check),
-        **LANE_KWARGS,
+        panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit",
+        validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
     wire_stop(ctx, stop, SLOT, [event], "edit_stop")

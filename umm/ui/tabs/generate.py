@@ -87,6 +87,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
             return paths, text, data, outputs.api_snippet(base_url(request), "/generate", data), paths
 
+    generate = panel.omittable(generate)
     event = run.click(
         generate, [picker.dropdown, prompt, negative, seed], [gallery, summary, settings, snippet, files],
         inputs_kwargs=kwargs, api_name="generate", validator=checks.validator(names, check), **LANE_KWARGS,
