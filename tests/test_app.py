@@ -311,3 +311,38 @@ def test_copy_as_api_call_snippets_reproduce_the_run(client: Client, app_catalog
     assert again_settings["seed"] == settings["seed"] and again_settings["params"] == settings["params"]
     assert again_settings.get("input_images", None) == settings.get("input_images", None)
     assert np.array_equal(_pixels(image_paths(again_gallery)[0]), _pixels(image_paths(gallery)[0]))
+
+
+def test_multi_turn_chat_with_images_round_trips_over_the_api(served, app_catalog: Catalog) -> None:
+    """The history /chat returns goes back in as it came (download_files=False), or with handle_file."""
+    import base64
+
+    app, _ = served
+    model_id = first(app_catalog, "understand")
+    raw = Client(app.local_url, verbose=False, download_files=False)
+    history = raw.predict(model_id=model_id, message={"text": "What is this?", "files": [handle_file(
+        ASSETS / "cat.png")]}, history=[], seed=1, max_new_tokens=4, api_name="/chat")[0]
+    history = raw.predict(model_id=model_id, message={"text": "And now?", "files": []}, history=history, seed=2,
+                          max_new_tokens=4, api_name="/chat")[0]
+    assert [m["role"] for m in history] == ["user", "assistant", "user", "assistant"]
+
+    downloading = Client(app.local_url, verbose=False)  # files come back as local paths: wrap them again
+    history = downloading.predict(model_id=model_id, message={"text": "What is this?", "files": [handle_file(
+        ASSETS / "cat.png")]}, history=[], seed=1, max_new_tokens=4, api_name="/chat")[0]
+    for message in history:
+        for part in message["content"]:
+            if part.get("type") == "file":
+                part["file"] = handle_file(part["file"])
+    history = downloading.predict(model_id=model_id, message={"text": "And now?", "files": []}, history=history,
+                                  seed=2, max_new_tokens=4, api_name="/chat")[0]
+    assert len(history) == 4
+
+    png = base64.b64encode((ASSETS / "cat.png").read_bytes()).decode()
+    first_turn = raw.predict(model_id=model_id, message="What is this?", images=[png], params={"max_new_tokens": 4},
+                             seed=1, api_name="/v1_chat")
+    second = raw.predict(model_id=model_id, message="And the colours?", history=first_turn["history"],
+                         params={"max_new_tokens": 4}, seed=1, api_name="/v1_chat")
+    assert [t["role"] for t in second["history"]] == ["user", "assistant", "user", "assistant"]
+    assert second["history"][0]["images"] == [png] and second["model_id"] == model_id
+    with pytest.raises(AppError, match=r"history\[0\] must be a dict"):
+        raw.predict(model_id=model_id, message="hi", history=["nope"], api_name="/v1_chat")

@@ -45,6 +45,16 @@ def _decode(images: list[str] | None, max_bytes: int) -> list:
     return decoded
 
 
+def _turn(turn: Any, index: int, max_bytes: int) -> Message:
+    if not isinstance(turn, dict) or turn.get("role") not in ("user", "assistant"):
+        raise InputError(f"history[{index}] must be a dict with role 'user' or 'assistant', text and images.")
+    if turn["role"] == "assistant":  # the model's own words, sent back as they came
+        return Message("assistant", str(turn.get("text") or ""), [])
+    images = _decode(turn.get("images"), max_bytes)
+    text = check_prompt(turn.get("text") or "", what=f"history[{index}] text", allow_empty=bool(images))
+    return Message("user", text, images)
+
+
 def register(ctx: UiContext) -> None:
     """Add the endpoints to the Blocks being built; they share the accelerator lane."""
     manager = ctx.manager
@@ -80,18 +90,27 @@ def register(ctx: UiContext) -> None:
                 time_limit_s=manager.time_limit_s)))
 
     def v1_chat(
-        model_id: str, message: str, images: list[str] | None = None, params: dict | None = None, seed: int = -1
+        model_id: str, message: str, images: list[str] | None = None, params: dict | None = None, seed: int = -1,
+        history: list[dict] | None = None,
     ) -> dict:
-        """One question about zero or more images (base64); returns the whole reply."""
+        """A question about zero or more images (base64), after an optional history; returns the whole reply.
+
+        ``history``: earlier turns as ``{"role": "user" | "assistant", "text": ..., "images": [base64, ...]}``;
+        send back the ``history`` this endpoint returned to go on with the conversation.
+        """
         with user_errors():
             spec = manager.catalog.get(model_id)
-            request = UnderstandRequest(
-                [Message("user", check_prompt(message, what="message"), _decode(images, ctx.max_upload_bytes))],
-                params=spec.capability("understand").validate(params), seed=check_seed(seed),
-            )
+            turns = [_turn(turn, index, ctx.max_upload_bytes) for index, turn in enumerate(history or [])]
+            question = Message("user", check_prompt(message, what="message"), _decode(images, ctx.max_upload_bytes))
+            cap = spec.capability("understand")
+            cap.check_images(sum(len(m.images) for m in [*turns, question]))
+            request = UnderstandRequest([*turns, question], params=cap.validate(params), seed=check_seed(seed))
             control = RunControl(time_limit_s=manager.time_limit_s)
             text = "".join(stream_text(manager, model_id, request, control))
-            return {"text": text, "model_id": model_id, "params": request.params}
+            new_turns = [{"role": "user", "text": question.text, "images": list(images or [])},
+                         {"role": "assistant", "text": text, "images": []}]
+            return {"text": text, "model_id": model_id, "params": request.params,
+                    "history": [*(history or []), *new_turns]}
 
     for fn in (v1_generate, v1_edit, v1_chat):
         gr.api(fn, api_name=fn.__name__, **LANE_KWARGS)
