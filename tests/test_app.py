@@ -346,3 +346,42 @@ def test_multi_turn_chat_with_images_round_trips_over_the_api(served, app_catalo
     assert second["history"][0]["images"] == [png] and second["model_id"] == model_id
     with pytest.raises(AppError, match=r"history\[0\] must be a dict"):
         raw.predict(model_id=model_id, message="hi", history=["nope"], api_name="/v1_chat")
+
+
+def _components(app, cls):
+    return [b for b in app.blocks.values() if isinstance(b, cls)]
+
+
+def test_first_run_without_weights(real_catalog: Catalog, tiny_catalog: Catalog) -> None:
+    """Nothing downloaded: a banner says how to get models, pickers mark them, nothing preselected to fail."""
+    from umm.ui import info
+    from umm.ui.app import build_app
+
+    manager = ModelManager(real_catalog, device="cpu")
+    app = build_app(manager)
+    texts = [getattr(b, "value", "") or "" for b in _components(app, gradio.Markdown)]
+    banner = next(t for t in texts if "No model weights are downloaded yet" in t)
+    assert "python -m umm fetch" in banner and "--demo" in banner
+    hub_ids = [s.id for s in real_catalog if not s.is_local]
+    assert all("not downloaded" in info.label(real_catalog.get(i), manager) for i in hub_ids)
+    assert all(i not in info.runnable_ids(manager, "generate", 4) for i in hub_ids)
+    assert "python -m umm fetch" in info.card(manager, hub_ids[0])
+
+    both = ModelManager(Catalog([*real_catalog, *tiny_catalog]), device="cpu")
+    for capability in ("understand", "generate", "edit"):
+        chosen = info.default_model(both, capability)
+        if chosen is not None and any(s.can(capability) for s in tiny_catalog):
+            assert info.runnable(both, chosen), capability
+        assert all(info.runnable(both, i) for i in info.runnable_ids(both, capability, 2))
+    labels = [lbl for lbl, _ in info.choices(both, "generate")]
+    assert not labels[0].endswith("not downloaded") and labels[-1].endswith("not downloaded")
+
+
+def test_picking_a_model_that_is_not_downloaded_loads_nothing(client: Client, served) -> None:
+    _, manager = served
+    before = manager.resident_id
+    card = client.predict(REAL_ID, api_name="/gen_load_model")
+    assert "python -m umm fetch" in card and manager.resident_id == before
+    rows, resident = client.predict(REAL_ID, api_name="/load_model")
+    assert rows["data"] if isinstance(rows, dict) else rows  # the table is still there after a failed load
+    assert "❌" in resident and "umm fetch" in resident

@@ -30,6 +30,8 @@ class CapabilityError(InputError):
 class WeightsUnavailableError(UmmError):
     """Weights could not be found locally and could not be fetched."""
 
+    short: str | None = None  # one line for a toast; the message itself says how and where to fetch
+
 
 class ModelLoadError(UmmError):
     """Loading failed for a reason other than missing weights (corrupt files, unsafe format, …)."""

@@ -62,13 +62,16 @@ def missing_weights_error(spec: ModelSpec) -> WeightsUnavailableError:
     downloads = "; ".join(
         f"`hf download {part.repo}" + (f" --revision {part.revision}`" if part.revision else "`") for part in missing
     )
-    return WeightsUnavailableError(
+    error = WeightsUnavailableError(
         f"The weights of {spec.name} ({repos}) are not in the local Hugging Face cache and the hub "
         f"cannot be reached. Fetch them with `python -m umm fetch {spec.id}` (or "
         f"{downloads}) on a machine with hub "
         "access (they go to ~/.cache/huggingface/hub, or $HF_HOME/hub when HF_HOME is set), then copy "
         "that cache here or point HF_HOME at it."
     )
+    error.short = (f"{spec.name} is not downloaded (not in the local Hugging Face cache): "
+                   f"`python -m umm fetch {spec.id}`.")
+    return error
 
 
 def require_weights(spec: ModelSpec) -> str:

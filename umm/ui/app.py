@@ -8,7 +8,7 @@ import gradio as gr
 
 from umm.inputs import MAX_FILE_BYTES
 from umm.manager import ModelManager
-from umm.ui import api, examples
+from umm.ui import api, examples, info
 from umm.ui.context import UiContext
 from umm.ui.tabs import chat, compare, edit, generate, models
 
@@ -21,6 +21,7 @@ CSS = """
   background: rgba(245, 158, 11, 0.08); }
 #umm-header h1 { margin-bottom: 0; }
 .umm-seed-row { align-items: end; }
+.umm-banner { padding: 6px 12px; border-left: 4px solid #6366f1; background: rgba(99, 102, 241, 0.08); }
 .umm-seed-row button { max-height: 40px; margin-bottom: 10px; }
 """
 THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
@@ -38,6 +39,9 @@ def build_app(
             header += ("\n\n**Demo mode:** the models marked 🎲 are tiny checkpoints with *random weights*; "
                        "they run offline and produce noise, to show how the app works.")
         gr.Markdown(header, elem_id="umm-header")
+        banner = info.first_run_banner(manager)
+        if banner:
+            gr.Markdown(banner, elem_id="umm-first-run", elem_classes=["umm-banner"])
         with gr.Tabs(elem_id="umm-tabs"):
             with gr.Tab("Chat / VQA", id="chat", elem_id="tab-chat"):
                 chat.build(ctx, app)

@@ -78,6 +78,8 @@ def wire_picker(ctx: UiContext, picker: Picker, prefix: str, app: gr.Blocks) -> 
             if not model_id:
                 return info.card(ctx.manager, model_id)
             spec = ctx.manager.catalog.get(model_id)
+            if not info.runnable(ctx.manager, model_id):  # never start a download by picking a model
+                return info.card(ctx.manager, model_id)
             if ctx.manager.resident_id != model_id:
                 progress(None, desc=f"Loading {spec.name}…")
                 ctx.manager.load(model_id)

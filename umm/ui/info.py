@@ -22,23 +22,64 @@ STATUS_ICONS = {
 
 
 def choices(manager: ModelManager, capability: str) -> list[tuple[str, str]]:
-    """(label, id) pairs of the models that can do ``capability``; demo models are marked."""
-    return [(label(spec), spec.id) for spec in manager.catalog if spec.can(capability)]
+    """(label, id) pairs of the models that can do ``capability``, runnable ones first; the rest are marked."""
+    specs = sorted((s for s in manager.catalog if s.can(capability)), key=lambda s: _rank(manager, s))
+    return [(label(spec, manager), spec.id) for spec in specs]
 
 
-def label(spec: ModelSpec) -> str:
-    return f"{spec.name}" if not spec.demo or "random" in spec.name else f"{spec.name} ({DEMO_BADGE})"
+def label(spec: ModelSpec, manager: ModelManager | None = None) -> str:
+    text = f"{spec.name}" if not spec.demo or "random" in spec.name else f"{spec.name} ({DEMO_BADGE})"
+    if manager is not None and not runnable(manager, spec.id):
+        text += f" · {status_text(manager, spec.id)}"
+    return text
+
+
+def runnable(manager: ModelManager, model_id: str) -> bool:
+    """Whether the weights are here (resident, in RAM or on disk): selecting it will not fail for lack of them."""
+    return manager.status(model_id) in ("resident", "cached in RAM", "on disk")
+
+
+def _rank(manager: ModelManager, spec: ModelSpec) -> tuple[int, int]:
+    """Downloaded hub models, then local trained ones, then random twins, then what is not here."""
+    if not runnable(manager, spec.id):
+        return (3, 0)
+    return (2 if spec.demo else 1 if spec.is_local else 0, 0)
 
 
 def default_model(manager: ModelManager, capability: str) -> str | None:
-    """The resident model when it can do the task, else the first capable one (demo models first when present,
-    since on an offline demo they are the ones that run)."""
+    """The resident model when it can do the task, else the best one that can run here (see ``_rank``)."""
     ids = manager.catalog.ids(capability)
     resident = manager.resident_id
     if resident in ids:
         return resident
-    demo = [i for i in ids if manager.catalog.get(i).demo]
-    return (demo or ids or [None])[0]
+    ranked = sorted(ids, key=lambda i: _rank(manager, manager.catalog.get(i)))
+    return ranked[0] if ranked else None
+
+
+def runnable_ids(manager: ModelManager, capability: str, n: int) -> list[str]:
+    """Up to ``n`` models that can run ``capability`` here, best first (Compare's preselection)."""
+    ids = [i for i in manager.catalog.ids(capability) if runnable(manager, i)]
+    return sorted(ids, key=lambda i: _rank(manager, manager.catalog.get(i)))[:n]
+
+
+def fetch_hint(spec: ModelSpec) -> str:
+    """One line saying how to get a model that is not downloaded."""
+    return f"{spec.name} is not downloaded here: run `python -m umm fetch {spec.id}` on a machine with hub access."
+
+
+def first_run_banner(manager: ModelManager) -> str | None:
+    """What to tell a user when no real model's weights are here (most people's first contact)."""
+    real = [s for s in manager.catalog if not s.demo and not s.is_local]
+    if any(runnable(manager, s.id) for s in real) or not real:
+        return None
+    local = [s for s in manager.catalog if s.is_local and not s.demo]
+    lines = [f"**No model weights are downloaded yet** ({len(real)} models in the catalog, ☁️ in the pickers)."]
+    if local:
+        names = ", ".join(f"**{s.name}**" for s in local)
+        lines.append(f"Ready offline: {names} — {local[0].description}")
+    lines.append("Get a real model with `python -m umm fetch <id>` (ids on the Models tab), or start with "
+                 "`python app.py --demo` to add tiny random-weight twins of every family.")
+    return " ".join(lines)
 
 
 def status_text(manager: ModelManager, model_id: str) -> str:
@@ -73,6 +114,7 @@ def card(manager: ModelManager, model_id: str | None) -> str:
     links = " · ".join(f"[{name}]({url})" for name, url in spec.links.items())
     lines = [
         f"**{spec.name}** &nbsp; `{spec.id}` &nbsp; {status_text(manager, model_id)}",
+        *([f"> {fetch_hint(spec)}"] if manager.status(model_id) == "not downloaded" else []),
         f"Parameters {parameters_text(spec)} · weights {size_text(spec.weight_bytes)} ({spec.dtype}) · "
         f"license: {spec.license}",
     ]

@@ -30,6 +30,9 @@ LANE = "accelerator"
 
 LANE_KWARGS: dict[str, Any] = {"concurrency_id": LANE, "concurrency_limit": 1}
 
+ERROR_SECONDS = 12
+"""Error toasts close by themselves, so one failed run does not follow the user from tab to tab."""
+
 _MANAGERS: dict[int, ModelManager] = {}
 """Managers by id, so GPU-wrapped functions take only picklable arguments (ZeroGPU pickles them)."""
 
@@ -79,10 +82,12 @@ def user_errors() -> Iterator[None]:
     except gr.Error:
         raise
     except UmmError as err:
-        raise gr.Error(str(err), print_exception=False) from err
+        message = getattr(err, "short", None) or str(err)
+        raise gr.Error(message, duration=ERROR_SECONDS, print_exception=False) from err
     except Exception as err:
         log.exception("unexpected error in a UI handler")
-        raise gr.Error(f"Internal error ({type(err).__name__}): {err}", print_exception=False) from err
+        raise gr.Error(f"Internal error ({type(err).__name__}): {err}", duration=ERROR_SECONDS,
+                       print_exception=False) from err
 
 
 def progress_control(manager: ModelManager, progress: gr.Progress | None, what: str) -> RunControl:

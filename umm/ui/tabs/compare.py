@@ -31,7 +31,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             task = gr.Radio(TASKS, value=task0, label="Task", elem_id="cmp-task")
             prompt = gr.Textbox(label="Prompt / question / instruction", lines=2, elem_id="cmp-prompt")
             models = gr.CheckboxGroup(
-                info.choices(ctx.manager, task0), value=ctx.manager.catalog.ids(task0)[:2],
+                info.choices(ctx.manager, task0), value=info.runnable_ids(ctx.manager, task0, 2),
                 label="Models (2–4, same seed, run one after another)", elem_id="cmp-models",
             )
         with gr.Column(scale=1, min_width=220):
@@ -57,11 +57,13 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     archive = gr.File(label="Export: ZIP of images + settings.json", elem_id="cmp-zip", height=90, interactive=False)
 
     def on_task(task_name: str) -> list[Any]:
-        ids = ctx.manager.catalog.ids(task_name)
-        gallery = gr.update(visible=task_name != "understand")
-        shows = [gr.update(), gallery, gr.update(visible=task_name == "understand"), gr.update()] * COLUMNS
-        return [gr.update(choices=info.choices(ctx.manager, task_name), value=ids[:2]),
-                gr.update(visible=task_name != "generate"), *shows]
+        """New task: its runnable models preselected, and the previous task's results cleared."""
+        gallery = gr.update(visible=task_name != "understand", value=[])
+        reply = gr.update(visible=task_name == "understand", value="")
+        cells_updates = [u for i in range(COLUMNS) for u in (f"*Column {i + 1}*", gallery, reply, "")]
+        return [gr.update(choices=info.choices(ctx.manager, task_name),
+                          value=info.runnable_ids(ctx.manager, task_name, 2)),
+                gr.update(visible=task_name != "generate"), *cells_updates]
 
     task.change(on_task, [task], [models, image, *cells], queue=False, api_visibility="private")
 

@@ -26,7 +26,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     resident = gr.Markdown(_resident(ctx), elem_id="models-resident")
     with gr.Row(visible=not ctx.public):
         choice = gr.Dropdown(
-            [(info.label(s), s.id) for s in manager.catalog], value=info.default_model(manager, "understand")
+            [(info.label(s, manager), s.id) for s in manager.catalog], value=info.default_model(manager, "understand")
             or next(iter(manager.catalog.ids()), None), label="Model", elem_id="models-choice", scale=3,
         )
         load = gr.Button("Load", variant="primary", elem_id="models-load", scale=1)
@@ -38,9 +38,14 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         return info.table(manager), _resident(ctx)
 
     def do_load(model_id: str, progress: gr.Progress = gr.Progress()) -> tuple[list[list[str]], str]:
-        with user_errors():
-            progress(None, desc=f"Loading {model_id}…")
-            manager.load(model_id)
+        """A failed load is reported under the table; the table itself always stays."""
+        try:
+            with user_errors():
+                progress(None, desc=f"Loading {model_id}…")
+                manager.load(model_id)
+        except gr.Error as err:
+            table_rows, resident_text = view()
+            return table_rows, f"{resident_text}\n\n❌ {err.message}"
         return view()
 
     def do_unload() -> tuple[list[list[str]], str]:
