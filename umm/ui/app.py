@@ -36,7 +36,7 @@ def build_app(
     with gr.Blocks(title=TITLE) as app:
         header = "# umm\nChat, generate and edit with unified multimodal models: one lane, one model resident."
         if demo_models:
-            header += ("\n\n**Demo mode:** the models marked 🎲 are tiny checkpoints with *random weights*; "
+            header += ("\n\n**Demo mode:** the models marked ⚄ are tiny checkpoints with *random weights*; "
                        "they run offline and produce noise, to show how the app works.")
         gr.Markdown(header, elem_id="umm-header")
         banner = info.first_run_banner(manager)

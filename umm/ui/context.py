@@ -56,7 +56,7 @@ def render_controls(picker: Picker, prefix: str, *, open: bool = False) -> gr.Nu
         picker.panel.render(picker.dropdown.value)
         with gr.Row(equal_height=False, elem_classes=["umm-seed-row"]):
             seed = gr.Number(-1, label="Seed", info="-1 = random", precision=0, elem_id=f"{prefix}-seed", scale=3)
-            dice = gr.Button("🎲 Random", size="sm", elem_id=f"{prefix}-random-seed", scale=1, min_width=90)
+            dice = gr.Button("⚄ Random", size="sm", elem_id=f"{prefix}-random-seed", scale=1, min_width=90)
         dice.click(lambda: -1, None, seed, queue=False, api_visibility="private")
         picker.reset = gr.Button("Reset to model defaults", size="sm", elem_id=f"{prefix}-reset")
     return seed

@@ -6,7 +6,7 @@ from umm.catalog import ModelSpec
 from umm.manager import ModelManager
 
 BYTES_PER_PARAM = {"float32": 4, "bfloat16": 2, "float16": 2}
-DEMO_BADGE = "🎲 random weights"
+DEMO_BADGE = "⚄ random weights"
 
 # Families known to edit images, for the notice shown when the catalog has no editor.
 KNOWN_EDITORS = {
@@ -14,10 +14,10 @@ KNOWN_EDITORS = {
 }
 
 STATUS_ICONS = {
-    "resident": "🟢",
-    "cached in RAM": "🟡",
-    "on disk": "💾",
-    "not downloaded": "☁️",
+    "resident": "●",
+    "cached in RAM": "◐",
+    "on disk": "▣",
+    "not downloaded": "☁",
 }
 
 
@@ -73,7 +73,7 @@ def first_run_banner(manager: ModelManager) -> str | None:
     if any(runnable(manager, s.id) for s in real) or not real:
         return None
     local = [s for s in manager.catalog if s.is_local and not s.demo]
-    lines = [f"**No model weights are downloaded yet** ({len(real)} models in the catalog, ☁️ in the pickers)."]
+    lines = [f"**No model weights are downloaded yet** ({len(real)} models in the catalog, ☁ in the pickers)."]
     if local:
         names = ", ".join(f"**{s.name}**" for s in local)
         lines.append(f"Ready offline: {names} — {local[0].description}")
@@ -84,7 +84,7 @@ def first_run_banner(manager: ModelManager) -> str | None:
 
 def status_text(manager: ModelManager, model_id: str) -> str:
     status = manager.status(model_id)
-    icon = STATUS_ICONS.get(status, "⛔" if status.startswith("unavailable") else "")
+    icon = STATUS_ICONS.get(status, "✖" if status.startswith("unavailable") else "")
     return f"{icon} {status}".strip()
 
 

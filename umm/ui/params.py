@@ -36,6 +36,7 @@ class ParamPanel:
     capability: str
     prefix: str
     components: dict[str, gr.components.Component] = field(default_factory=dict)
+    _hidden: dict[str, dict[str, Any]] = field(default_factory=dict)  # the update that hides a control
 
     def specs(self) -> dict[str, list[ParamSpec]]:
         """Every parameter name of this capability with its spec in each model that has it."""
@@ -58,6 +59,10 @@ class ParamPanel:
             # default handed to every other model. The page fills the values in on load (``updates``).
             component.value = None
             self.components[name] = component
+            hidden: dict[str, Any] = {"value": variants[0].default}
+            if isinstance(component, gr.Slider):  # and the full range, in which that value lies
+                hidden.update(minimum=component.minimum, maximum=component.maximum)
+            self._hidden[name] = hidden
         return self.components
 
     def omittable(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -83,8 +88,8 @@ class ParamPanel:
         out = []
         for name in self.components:
             param = own.get(name)
-            if param is None:
-                out.append(gr.update(visible=False))
+            if param is None:  # not this model's: hidden, holding any valid value (the page sends it along)
+                out.append(gr.update(visible=False, **self._hidden.get(name, {})))
                 continue
             update: dict[str, Any] = {"visible": True, "label": param.label or name, "info": param.help or None}
             if param.type in ("int", "float"):

@@ -26,16 +26,16 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         with gr.Column(scale=3):
             chatbot = gr.Chatbot(
                 label="Conversation", elem_id="chat-history", height=460, buttons=["copy"],
-                placeholder="Ask about an image: attach it with 📎, type a question, press Enter.",
+                placeholder="Ask about an image: attach it with the clip button, type a question, press Enter.",
             )
             box = gr.MultimodalTextbox(
-                placeholder="Message (attach images with 📎)", file_types=["image"], file_count="multiple",
+                placeholder="Message (attach images with the clip button)", file_types=["image"], file_count="multiple",
                 elem_id="chat-input", show_label=False, submit_btn=True,
             )
             with gr.Row():
-                stop = gr.Button("⏹ Stop", variant="stop", size="sm", elem_id="chat-stop")
-                regen = gr.Button("🔄 Regenerate", size="sm", elem_id="chat-regenerate")
-                clear = gr.Button("🗑 Clear", size="sm", elem_id="chat-clear")
+                stop = gr.Button("■ Stop", variant="stop", size="sm", elem_id="chat-stop")
+                regen = gr.Button("↻ Regenerate", size="sm", elem_id="chat-regenerate")
+                clear = gr.Button("✕ Clear", size="sm", elem_id="chat-clear")
             if ctx.examples.get("chat"):
                 gr.Examples(ctx.examples["chat"], inputs=[box], label="Examples", cache_examples=False)
     wire_picker(ctx, picker, "chat", app)

@@ -40,7 +40,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             seed = gr.Number(-1, label="Seed", info="-1 = one random seed for all", precision=0, elem_id="cmp-seed")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
-                stop = gr.Button("⏹ Stop", variant="stop", elem_id="cmp-stop")
+                stop = gr.Button("■ Stop", variant="stop", elem_id="cmp-stop")
     if ctx.examples.get("compare"):
         gr.Examples(ctx.examples["compare"], inputs=[prompt], label="Example prompts", cache_examples=False)
     cells: list[gr.components.Component] = []
@@ -98,7 +98,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         entries: list[tuple[str, list[str], dict | None, str]] = []
         yield [*_flatten(state), None]
         for index, model_id in enumerate(model_ids):
-            state[index][3] = "⏳ running…"
+            state[index][3] = "… running"
             yield [*_flatten(state), None]
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, model_id)) as control:
                 started = time.perf_counter()
@@ -120,13 +120,13 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                         paths = outputs.save_result(result)
                         settings = result.info.as_dict()
                         state[index][1] = paths
-                    status = f"✅ {time.perf_counter() - started:.1f} s · seed {seed}"
+                    status = f"✓ {time.perf_counter() - started:.1f} s · seed {seed}"
                 except UmmError as err:
-                    status = f"❌ {err}"
+                    status = f"✗ {err}"
                 except Exception as err:  # one failing model must not break the other columns
-                    status = f"❌ internal error ({type(err).__name__}): {err}"
+                    status = f"✗ internal error ({type(err).__name__}): {err}"
             if control.cancelled:
-                status = "⏹ stopped"
+                status = "■ stopped"
             state[index][3] = status
             entries.append((model_id, paths, settings, status))
             yield [*_flatten(state), None]
@@ -144,7 +144,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
 
 def _blank(index: int, model_ids: list[str]) -> list[Any]:
     if index < len(model_ids):
-        return [f"**{model_ids[index]}**", [], "", "⏸ waiting"]
+        return [f"**{model_ids[index]}**", [], "", "· waiting"]
     return [f"*Column {index + 1}: not used*", [], "", ""]
 
 

@@ -45,7 +45,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             seed = render_controls(picker, "edit")
             with gr.Row():
                 run = gr.Button("Edit", variant="primary", elem_id="edit-run", scale=3, interactive=can_edit)
-                stop = gr.Button("⏹ Stop", variant="stop", elem_id="edit-stop", scale=1)
+                stop = gr.Button("■ Stop", variant="stop", elem_id="edit-stop", scale=1)
             if ctx.examples.get("edit"):
                 gr.Examples(ctx.examples["edit"], inputs=[image, instruction], label="Examples", cache_examples=False)
         with gr.Column(scale=3):

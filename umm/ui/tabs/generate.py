@@ -36,7 +36,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             seed = render_controls(picker, "gen", open=True)
             with gr.Row():
                 run = gr.Button("Generate", variant="primary", elem_id="gen-run", scale=3)
-                stop = gr.Button("⏹ Stop", variant="stop", elem_id="gen-stop", scale=1)
+                stop = gr.Button("■ Stop", variant="stop", elem_id="gen-stop", scale=1)
             if ctx.examples.get("generate"):
                 gr.Examples(ctx.examples["generate"], inputs=[prompt], label="Example prompts", cache_examples=False)
         with gr.Column(scale=3):

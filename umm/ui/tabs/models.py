@@ -45,7 +45,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 manager.load(model_id)
         except gr.Error as err:
             table_rows, resident_text = view()
-            return table_rows, f"{resident_text}\n\n❌ {err.message}"
+            return table_rows, f"{resident_text}\n\n✗ {err.message}"
         return view()
 
     def do_unload() -> tuple[list[list[str]], str]:
