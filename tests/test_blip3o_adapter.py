@@ -173,3 +173,27 @@ def test_rows_that_stop_early_get_a_key_mask(adapter):
     cond, mask = conditioning(adapter.lm, gen_ids, counts, adapter.lm.config.image_start_tag_id)
     assert cond.shape[:2] == (2, 5)
     assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def test_fetch_takes_only_the_allowed_files_of_a_component(real_catalog, monkeypatch):
+    """The SANA repo is read for configs (and a fallback DC-AE): `umm fetch` skips its 5 GB text encoder."""
+    import huggingface_hub
+
+    from umm import hub
+    from umm.catalog import parse_spec
+    from umm.errors import CatalogError
+
+    calls = []
+    monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or repo)
+    spec = real_catalog.get("blip3o-next-sft-3b")
+    hub.fetch(spec)
+    kwargs = dict(calls)
+    assert kwargs[spec.repo]["allow_patterns"] is None  # the main repo: everything but pickles
+    allow = kwargs[spec.part(SANA).repo]["allow_patterns"]
+    assert "scheduler/*" in allow and "vae/*" in allow and not any("text_encoder" in a for a in allow)
+    assert kwargs[spec.part(SANA).repo]["revision"] == spec.part(SANA).revision
+    base = {"id": "x", "name": "x", "family": "blip3o", "repo": "o/x", "dtype": "bfloat16", "license": "x",
+            "weight_bytes": 1, "capabilities": {"generate": {}}}
+    with pytest.raises(CatalogError, match="allow must be a list"):
+        parse_spec({**base, "components": {"sana": {"repo": "o/s", "allow": "vae/*"}}})
