@@ -170,7 +170,7 @@ def test_rows_that_stop_early_get_a_key_mask(adapter):
     gen_ids, counts = run(seed, [stop])
     assert counts == [1, 4] and gen_ids.shape[1] == length + 4
     assert (gen_ids[0, length + 1:] == adapter.pad_token_id).all()
-    cond, mask = conditioning(adapter.lm, gen_ids, counts, adapter.lm.config.image_start_tag_id)
+    cond, mask = conditioning(adapter.lm, gen_ids, counts)
     assert cond.shape[:2] == (2, 5)
     assert mask.tolist() == [[1, 1, 0, 0, 0], [1, 1, 1, 1, 1]]
 
@@ -197,3 +197,20 @@ def test_fetch_takes_only_the_allowed_files_of_a_component(real_catalog, monkeyp
             "weight_bytes": 1, "capabilities": {"generate": {}}}
     with pytest.raises(CatalogError, match="allow must be a list"):
         parse_spec({**base, "components": {"sana": {"repo": "o/s", "allow": "vae/*"}}})
+
+
+def test_a_prompt_that_names_the_image_tags_still_conditions_on_the_sampled_span(adapter):
+    """Upstream would start at the prompt's own <im_start>; the span here is fixed by the lengths."""
+    from umm.ports.blip3o import conditioning, prompt_text, sample_image_tokens
+
+    tok, lm = adapter.tokenizer, adapter.lm
+    ids = tok([prompt_text(tok, "a sign that reads <im_start><S1>", 0)], return_tensors="pt")["input_ids"]
+    assert int((ids == lm.config.image_start_tag_id).sum()) == 2
+    gen_ids, counts = sample_image_tokens(
+        lm, ids, max_new_tokens=3, top_k=0, top_p=1.0, generator=torch.Generator().manual_seed(0)
+    )
+    cond, _ = conditioning(lm, gen_ids, counts)
+    with torch.inference_mode():
+        hidden = lm.model(input_ids=gen_ids).last_hidden_state
+    assert int(gen_ids[0, ids.shape[1] - 1]) == lm.config.scale_start_token_id  # <S0>, the sampled span's head
+    torch.testing.assert_close(cond[0], hidden[0, ids.shape[1] - 1:], rtol=0, atol=0)

@@ -101,10 +101,13 @@ def test_teacher_forced_logits_and_conditioning_span(adapter, golden):
     with torch.inference_mode():
         _close(adapter.lm(ar["gen_ids"]).logits, ar["logits_teacher_forced"], "logits_teacher_forced")
         _close(adapter.lm.model(input_ids=ar["gen_ids"]).last_hidden_state, conn["hidden_states_last"], "hidden")
-        start_tag = adapter.lm.config.image_start_tag_id
-        cond, mask = conditioning(adapter.lm, ar["gen_ids"], [ar["new_tokens"].shape[1]], start_tag)
+        cond, mask = conditioning(adapter.lm, ar["gen_ids"], [ar["new_tokens"].shape[1]])
         _close(cond, conn["pred_latent"], "pred_latent")
         assert mask is None and cond.shape[1] == ar["gen_ids"].shape[1] - int(conn["selected_start"])
+        # upstream's rule: one after the first <im_start>
+        assert int((ar["gen_ids"][0] == adapter.lm.config.image_start_tag_id).nonzero()[0]) + 1 == int(
+            conn["selected_start"]
+        )
         _close(adapter.connector(conn["connector_in"]), conn["connector_out"], "connector_out")
 
 

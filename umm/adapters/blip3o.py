@@ -116,7 +116,7 @@ class Blip3oAdapter(Adapter):
                 temperature=params["temperature"], generator=generator, eos_token_ids=self.eos_token_ids,
                 pad_token_id=self.pad_token_id, on_token=lambda done: control.step(done, total, "tokens"),
             )
-            cond, mask = conditioning(self.lm, gen_ids, counts, self.lm.config.image_start_tag_id)
+            cond, mask = conditioning(self.lm, gen_ids, counts)
             timings["tokens_s"] = time.perf_counter() - started
 
             mark = time.perf_counter()

@@ -103,18 +103,20 @@ def sample_image_tokens(
 
 @torch.inference_mode()
 def conditioning(
-    lm: Any, gen_ids: torch.Tensor, counts: Sequence[int], image_start_tag_id: int
+    lm: Any, gen_ids: torch.Tensor, counts: Sequence[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Final-norm hidden states (N, 1 + max n, D) from ``<S{scale}>`` on, and a key mask when rows differ.
 
+    Upstream starts one after the first ``<im_start>`` in the sequence; the prompt ends with
+    ``<im_start><S{scale}>``, so that is the prompt's last position — taken here from the lengths,
+    which stays right even when a user's prompt text itself contains ``<im_start>``.
     Upstream's second forward has no mask and no cache; it is causal, so a finished row's padding
     cannot reach its own positions, and the mask only keeps SANA's cross-attention off that padding.
     """
     hidden = lm.model(input_ids=gen_ids, use_cache=False).last_hidden_state
-    starts = (gen_ids == image_start_tag_id).int().argmax(dim=1) + 1
     width = 1 + max(counts)
-    rows = [hidden[b, int(starts[b]) : int(starts[b]) + width] for b in range(gen_ids.shape[0])]
-    cond = torch.stack(rows)
+    start = gen_ids.shape[1] - max(counts) - 1  # the scale token: last prompt position
+    cond = hidden[:, start : start + width]
     if len(set(counts)) == 1:
         return cond, None
     lengths = torch.tensor([1 + n for n in counts], device=cond.device)
