@@ -90,6 +90,7 @@ PICKLE_PATTERNS = ["*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl", "*.msgpack", "*.
 def fetch(spec: ModelSpec) -> list[str]:
     """Download every repo the model reads at its pin into the Hugging Face cache.
 
+    A component with ``allow`` patterns is fetched in part (the files the model reads from it).
     Pickles are skipped, except the files the catalog lists under ``convert``: those are fetched as
     files only; ``python -m umm convert`` then turns them into safetensors (never done implicitly).
     """
@@ -104,7 +105,10 @@ def fetch(spec: ModelSpec) -> list[str]:
         if part.is_local:
             paths.append(part.repo)
             continue
-        paths.append(snapshot_download(part.repo, revision=part.revision, ignore_patterns=PICKLE_PATTERNS))
+        allow = list(spec.components[name].allow) if name is not None else []
+        paths.append(snapshot_download(
+            part.repo, revision=part.revision, allow_patterns=allow or None, ignore_patterns=PICKLE_PATTERNS
+        ))
         for pickle in spec.convert:
             if pickle.component == name:
                 hf_hub_download(part.repo, pickle.file, revision=part.revision)
