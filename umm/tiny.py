@@ -125,5 +125,14 @@ def default_tiny_root() -> Path:
 
 
 def _source_hash(cls: type) -> str:
-    """Rebuild a cached tiny checkpoint whenever the adapter file that builds it changes."""
-    return hashlib.sha256(Path(inspect.getfile(cls)).read_bytes()).hexdigest()
+    """Rebuild a cached tiny checkpoint whenever the code that builds it changes.
+
+    That is the adapter file plus its port package (``umm/ports/<adapter module name>/``), where a
+    family's tiny builder may live.
+    """
+    adapter = Path(inspect.getfile(cls))
+    port = adapter.parents[1] / "ports" / adapter.stem
+    digest = hashlib.sha256(adapter.read_bytes())
+    for path in sorted(port.rglob("*.py")) if port.is_dir() else ():
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
