@@ -385,3 +385,36 @@ def test_picking_a_model_that_is_not_downloaded_loads_nothing(client: Client, se
     rows, resident = client.predict(REAL_ID, api_name="/load_model")
     assert rows["data"] if isinstance(rows, dict) else rows  # the table is still there after a failed load
     assert "✗" in resident and "umm fetch" in resident
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"prompt": "a cat", "seed": "seven"}, "Seed must be a whole number"),
+        ({"prompt": "a cat", "params": [1, 2]}, "params must be a mapping"),
+        ({"prompt": "a cat", "params": {"no_such": 1}}, "Unknown parameter"),
+    ],
+    ids=["seed-nan", "params-list", "params-unknown"],
+)
+def test_v1_errors_name_the_bad_field(client: Client, app_catalog: Catalog, kwargs, message) -> None:
+    with pytest.raises(AppError, match=message):
+        client.predict(model_id=first(app_catalog, "generate"), api_name="/v1_generate", **kwargs)
+
+
+def test_seed_check_refuses_non_finite_numbers() -> None:
+    from umm.ui.checks import FieldError, check_seed
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(FieldError, match="Seed must be a whole number"):
+            check_seed(bad)
+
+
+def test_an_unused_negative_prompt_is_reported(client: Client, app_catalog: Catalog) -> None:
+    model_id = next((i for i in app_catalog.ids("generate") if i.startswith("tiny-")
+                     and not app_catalog.get(i).options.get("negative_prompt")), None)
+    if model_id is None:
+        pytest.skip("every tiny generator takes a negative prompt")
+    out = client.predict(model_id=model_id, prompt="a cat", negative_prompt="blurry", params={"num_images": 1},
+                         seed=1, api_name="/v1_generate")
+    assert any("negative prompt" in note for note in out["info"]["notes"])
+    assert out["info"]["negative_prompt"] == ""

@@ -96,6 +96,8 @@ class CapabilitySpec:
 
     def validate(self, params: dict[str, Any] | None) -> dict[str, Any]:
         """Fill defaults and check every value; unknown names are rejected, not ignored."""
+        if params is not None and not isinstance(params, dict):
+            raise InputError(f"params must be a mapping of parameter name to value, got {type(params).__name__}.")
         params = dict(params or {})
         known = {p.name for p in self.params}
         unknown = sorted(set(params) - known)

@@ -137,22 +137,30 @@ class ModelManager:
 
     # -- tasks -------------------------------------------------------------------------------
     def generate(self, model_id: str, request: GenerateRequest, control: RunControl | None = None) -> ImageResult:
-        request.params = self.catalog.get(model_id).capability("generate").validate(request.params)
+        spec = self.catalog.get(model_id)
+        request.params = spec.capability("generate").validate(request.params)
+        notes = _unused_negative(spec, request)
         control = control or self._control()
         with self.lane(model_id) as adapter:
             self._run_hook("run", adapter.spec)
             control.restart_clock()
-            return adapter.generate(request, control)
+            result = adapter.generate(request, control)
+        result.info.notes.extend(notes)
+        return result
 
     def edit(self, model_id: str, request: EditRequest, control: RunControl | None = None) -> ImageResult:
-        capability = self.catalog.get(model_id).capability("edit")
+        spec = self.catalog.get(model_id)
+        capability = spec.capability("edit")
         capability.check_images(len(request.images))
         request.params = capability.validate(request.params)
+        notes = _unused_negative(spec, request)
         control = control or self._control()
         with self.lane(model_id) as adapter:
             self._run_hook("run", adapter.spec)
             control.restart_clock()
-            return adapter.edit(request, control)
+            result = adapter.edit(request, control)
+        result.info.notes.extend(notes)
+        return result
 
     def understand(
         self, model_id: str, request: UnderstandRequest, control: RunControl | None = None
@@ -282,3 +290,12 @@ def manager_from_config(catalog: Catalog, config: dict[str, Any], **overrides: A
         host_cache_bytes=int(float(settings.get("host_cache_bytes") or 0)),
         time_limit_s=settings.get("time_limit_s"),
     )
+
+
+def _unused_negative(spec: ModelSpec, request: GenerateRequest | EditRequest) -> list[str]:
+    """Clear a negative prompt the model has no use for (catalog option), and say so in the result."""
+    if not request.negative_prompt or spec.options.get("negative_prompt", False):
+        return []
+    request.negative_prompt = ""
+    log.info("%s takes no negative prompt; it was ignored", spec.id)
+    return [f"{spec.name} takes no negative prompt; the one given was not used."]

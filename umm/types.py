@@ -53,9 +53,11 @@ class RunInfo:
     timings: dict[str, float] = field(default_factory=dict)
     prompt: str = ""
     negative_prompt: str = ""
+    notes: list[str] = field(default_factory=list)  # what the request asked for that this model did not use
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            **({"notes": list(self.notes)} if self.notes else {}),
             "model_id": self.model_id,
             "revision": self.revision,
             "task": self.task,

@@ -6,6 +6,7 @@ the handlers run the same checks again because they need the cleaned values.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -37,6 +38,8 @@ def check_seed(seed: Any) -> int:
         value = float(seed)
     except (TypeError, ValueError):
         raise FieldError("seed", f"Seed must be a whole number, got {seed!r}.") from None
+    if not math.isfinite(value):
+        raise FieldError("seed", f"Seed must be a whole number, got {seed!r}.")
     if value != int(value) or not (value == -1 or 0 <= value <= MAX_SEED):
         raise FieldError("seed", f"Seed must be -1 (random) or a whole number from 0 to {MAX_SEED}; got {seed!r}.")
     return int(value)

@@ -35,7 +35,8 @@ def save_result(result: ImageResult, directory: Path | None = None, stem: str | 
 def summary(info: RunInfo, seconds: float, n_images: int | None = None) -> str:
     """One line under the output: time, seed and model."""
     what = f"{n_images} image{'s' if n_images != 1 else ''} · " if n_images is not None else ""
-    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`"
+    notes = "".join(f"\n\n⚠ {note}" for note in info.notes)
+    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`{notes}"
 
 
 def api_snippet(
