@@ -108,3 +108,51 @@ def test_client_disconnect_mid_stream_frees_the_lane(served):
     assert manager._lane.locked(), "the reply ended before the disconnect: the test proves nothing"
     freed = _wait(lambda: not manager._lane.locked(), timeout=15)
     assert freed < 5.0, f"lane still held {freed:.2f} s after the client went away"
+
+
+def test_clear_mid_stream_stops_the_run_and_clears(served):
+    app, manager = served
+    client = Client(app.local_url, verbose=False)
+    model_id = _chat_model(manager)
+    job = client.submit(model_id=model_id, message={"text": "Tell me a long story.", "files": []}, history=[],
+                        seed=1, max_new_tokens=LONG_TOKENS, temperature=0.0, api_name="/chat")
+    _wait(lambda: manager._lane.locked() and manager.resident_id == model_id)
+    time.sleep(0.2)
+    assert manager._lane.locked(), "the reply ended before the clear: the test proves nothing"
+    history, box = client.predict(api_name="/chat_clear")
+    assert history == [] and not (box or {}).get("text")
+    freed = _wait(lambda: not manager._lane.locked(), timeout=10)
+    assert freed < 2.0, f"lane still held {freed:.2f} s after clear"
+    job.cancel()
+
+
+def test_stop_marks_the_partial_reply_and_a_failed_turn_keeps_the_text(served):
+    from gradio_client.exceptions import AppError
+
+    from umm.errors import AdapterError
+
+    app, manager = served
+    client = Client(app.local_url, verbose=False)
+    partial = [{"role": "user", "content": [{"type": "text", "text": "hi"}]},
+               {"role": "assistant", "content": [{"type": "text", "text": "Once upon"}]}]
+    marked = client.predict(partial, api_name="/chat_stop")
+    assert "Once upon" in str(marked[-1]["content"]) and "Stopped" in str(marked[-1]["content"])
+    assert client.predict(api_name="/generate_stop") == "■ Stopped."
+
+    def fail(event, spec):
+        if event == "run":
+            raise AdapterError("the model broke")
+
+    manager.fault_hook = fail
+    try:
+        earlier = [{"role": "user", "content": [{"type": "text", "text": "first"}]},
+                   {"role": "assistant", "content": [{"type": "text", "text": "answer"}]}]
+        job = client.submit(model_id=_chat_model(manager), message={"text": "keep me", "files": []},
+                            history=earlier, seed=1, max_new_tokens=4, api_name="/chat")
+        with pytest.raises(AppError, match="the model broke"):
+            job.result()
+    finally:
+        manager.fault_hook = None
+    history, box = job.outputs()[-1]
+    assert len(history) == 2 and [m["role"] for m in history] == ["user", "assistant"]  # no empty bubble
+    assert box["text"] == "keep me"  # the typed message is back in the box

@@ -155,10 +155,28 @@ def wire_reuse(
     )
 
 
-def wire_stop(ctx: UiContext, stop: gr.Button, slot: str, events: list[Any], api_name: str) -> None:
-    """Stop both cancels the gradio events and the run's RunControl, so the lane frees within a step."""
+STOPPED = "■ Stopped."
 
-    def stop_run(request: gr.Request = None) -> None:
+
+def wire_stop(
+    ctx: UiContext, stop: gr.Button, slot: str, events: list[Any], api_name: str,
+    marked: gr.components.Component | None = None, mark: Any = None,
+) -> None:
+    """Stop both cancels the gradio events and the run's RunControl, so the lane frees within a step.
+
+    ``marked`` is the output that then says so, the same way in every tab: ``mark(current value)``
+    returns its new value (by default the line "■ Stopped.").
+    """
+
+    def stop_run(request: gr.Request = None) -> Any:
         ctx.runs.cancel(request, slot)
+        return STOPPED if marked is not None else None
 
-    stop.click(stop_run, None, None, cancels=events, queue=False, api_name=api_name)
+    def stop_and_mark(current: Any, request: gr.Request = None) -> Any:
+        ctx.runs.cancel(request, slot)
+        return mark(current)
+
+    if mark is not None:
+        stop.click(stop_and_mark, [marked], marked, cancels=events, queue=False, api_name=api_name)
+    else:
+        stop.click(stop_run, None, marked, cancels=events, queue=False, api_name=api_name)

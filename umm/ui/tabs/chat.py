@@ -9,9 +9,10 @@ from typing import Any
 
 import gradio as gr
 
+from umm.errors import UmmError
 from umm.types import Message, UnderstandRequest
 from umm.ui import checks
-from umm.ui.context import Picker, UiContext, model_picker, render_controls, wire_picker, wire_stop
+from umm.ui.context import STOPPED, Picker, UiContext, model_picker, render_controls, wire_picker, wire_stop
 from umm.ui.runs import LANE_KWARGS, progress_control, stream_text, user_errors
 
 log = logging.getLogger(__name__)
@@ -59,8 +60,9 @@ def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
             req = check_chat(model_id, message, history, seed, **params)
             files = [f if isinstance(f, str) else f.get("path") for f in (message or {}).get("files") or []]
             user = {"role": "user", "content": [*({"path": f} for f in files), message.get("text", "")]}
-            history = [*(history or []), user]
-            yield from _reply(ctx, model_id, req, history, request, clear_box=True)
+            before = list(history or [])
+            yield from _reply(ctx, model_id, req, [*before, user], request, clear_box=True, before=before,
+                              typed=message)
 
     def check_regen(model_id, history, seed, **params):
         checks.check_model(ctx.manager, model_id, "understand")
@@ -85,8 +87,26 @@ def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
         **common,
     )
 
-    wire_stop(ctx, stop, SLOT, [send, again], "chat_stop")
-    clear.click(lambda: ([], None), None, [chatbot, box], queue=False, api_name="chat_clear")
+    wire_stop(ctx, stop, SLOT, [send, again], "chat_stop", marked=chatbot, mark=_mark_stopped)
+
+    def clear_chat(request: gr.Request = None) -> tuple[list, None]:
+        ctx.runs.cancel(request, SLOT)  # a reply still streaming stops too, freeing the lane
+        return [], None
+
+    clear.click(clear_chat, None, [chatbot, box], cancels=[send, again], queue=False, api_name="chat_clear")
+
+
+def _mark_stopped(history: list[dict] | None) -> list[dict]:
+    """The partial reply stays, marked as stopped (the same cue as the other tabs)."""
+    history = list(history or [])
+    if history and history[-1].get("role") == "assistant":
+        last = dict(history[-1])
+        content = last.get("content")
+        text = content if isinstance(content, str) else "".join(
+            p.get("text", "") if isinstance(p, dict) else str(p) for p in (content or []))
+        last["content"] = f"{text}\n\n*{STOPPED}*".strip()
+        history[-1] = last
+    return history
 
 
 def _drop_reply(history: list[dict]) -> list[dict]:
@@ -126,7 +146,12 @@ def _message(ctx: UiContext, turn: dict) -> Message:
     return Message(role, "\n".join(t for t in texts if t).strip(), images)
 
 
-def _reply(ctx, model_id, req, history, request, *, clear_box: bool) -> Iterator[Any]:
+def _reply(ctx, model_id, req, history, request, *, clear_box: bool, before=None, typed=None) -> Iterator[Any]:
+    """Stream the reply into a new assistant turn.
+
+    If the run fails, the conversation goes back to ``before`` and the box to ``typed`` (what the user
+    had written), so a failed turn leaves no empty bubble and loses no text; then the error shows.
+    """
     reply = {"role": "assistant", "content": ""}
     history = [*history, reply]
     box = None if clear_box else gr.update()
@@ -134,10 +159,15 @@ def _reply(ctx, model_id, req, history, request, *, clear_box: bool) -> Iterator
     text = ""
     with ctx.runs.track(request, SLOT, progress_control(ctx.manager, None, "reply")) as control:
         yield history, box
-        for chunk in stream_text(ctx.manager, model_id, req, control):
-            text += chunk
-            reply["content"] = text
-            yield history, gr.update()
+        try:
+            for chunk in stream_text(ctx.manager, model_id, req, control):
+                text += chunk
+                reply["content"] = text
+                yield history, gr.update()
+        except UmmError:
+            if not text:
+                yield (before if before is not None else history[:-1]), (typed if clear_box else gr.update())
+            raise
     log.info("chat %s: %d chars in %.2f s", model_id, len(text), time.perf_counter() - started)
     if not text:
         reply["content"] = "*(empty reply)*"

@@ -112,7 +112,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
-    wire_stop(ctx, stop, SLOT, [event], "edit_stop")
+    wire_stop(ctx, stop, SLOT, [event], "edit_stop", marked=summary)
 
     def pick(evt: gr.SelectData) -> int:
         return evt.index

@@ -97,4 +97,4 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         inputs_kwargs=kwargs, api_visibility="private", validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
-    wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop")
+    wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop", marked=summary)
