@@ -53,8 +53,10 @@ class RunInfo:
     timings: dict[str, float] = field(default_factory=dict)
     prompt: str = ""
     negative_prompt: str = ""
+    text: str = ""  # text the model wrote on the way to the images (e.g. a plan), shown with the result
 
     def as_dict(self) -> dict[str, Any]:
+        extra = {"text": self.text} if self.text else {}
         return {
             "model_id": self.model_id,
             "revision": self.revision,
@@ -64,6 +66,7 @@ class RunInfo:
             "negative_prompt": self.negative_prompt,
             "params": dict(self.params),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **extra,
         }
 
 
