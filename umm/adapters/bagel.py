@@ -39,7 +39,8 @@ log = logging.getLogger(__name__)
 
 REPO_FILES = ["*.json", "*.txt", "ema.safetensors", "ae.safetensors"]
 # app.py: vae_transform = ImageTransform(1024, 512, 16), vit_transform = ImageTransform(980, 224, 14);
-# here also bounded by what the model's position tables cover (tiny twins have small tables).
+# the long side is also bounded by what the position tables cover and the short side by half of it
+# (the real tables give exactly app.py's values; tiny twins have small tables).
 VAE_TRANSFORM = (1024, 512, 16)
 VIT_TRANSFORM = (980, 224, 14)
 
@@ -127,8 +128,8 @@ class BagelAdapter(Adapter):
         vae_max = min(VAE_TRANSFORM[0], config.max_latent_size * config.latent_downsample)
         vit_max = min(VIT_TRANSFORM[0], config.vit_max_num_patch_per_side * config.vit.patch_size)
         return (
-            ImageTransform(vae_max, min(VAE_TRANSFORM[1], vae_max), config.latent_downsample),
-            ImageTransform(vit_max, min(VIT_TRANSFORM[1], vit_max), config.vit.patch_size),
+            ImageTransform(vae_max, min(VAE_TRANSFORM[1], vae_max // 2), config.latent_downsample),
+            ImageTransform(vit_max, min(VIT_TRANSFORM[1], vit_max // 2), config.vit.patch_size),
         )
 
     def _picker(self, temperature: float, generator: torch.Generator):
@@ -173,7 +174,14 @@ class BagelAdapter(Adapter):
                 if message.text:
                     context = self.session.add_text(context, self.encode(message.text))
             # max_new_tokens answer tokens: upstream's max_length counts the fed <|im_start|> too
-            yield from self._stream(context, params["max_new_tokens"] + 1, params["temperature"], generator, control)
+            finished = False
+            try:
+                yield from self._stream(context, params["max_new_tokens"] + 1, params["temperature"], generator,
+                                        control)
+                finished = True
+            finally:
+                if not finished:  # the consumer went away (or the run failed): stop, the lane frees now
+                    control.cancel()
 
     # -- generation and editing --------------------------------------------------------------
     def generate(self, request: GenerateRequest, control: RunControl) -> ImageResult:
@@ -222,7 +230,7 @@ class BagelAdapter(Adapter):
         started = time.perf_counter()
         with torch.inference_mode():
             branches = empty_branches()
-            if params["think"]:
+            if params.get("think"):
                 branches = with_text(branches, self.session, self.encode(GEN_THINK_SYSTEM_PROMPT))
             if image is not None:
                 vae_t, vit_t = self.transforms()
@@ -237,7 +245,7 @@ class BagelAdapter(Adapter):
                 branches = with_image(branches, self.session, vit_t(resized), latent)
             branches = with_text(branches, self.session, self.encode(prompt))
             timings["context_s"] = time.perf_counter() - started
-            if params["think"]:
+            if params.get("think"):
                 mark = time.perf_counter()
                 plan = "".join(self._stream(branches.cond, params["max_think_tokens"], params["think_temperature"],
                                             device_gen, control))
