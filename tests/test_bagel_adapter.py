@@ -56,6 +56,9 @@ def test_chat_context_and_thinking(adapter, texts):
     plain = "".join(adapter.understand(UnderstandRequest(messages, {"max_new_tokens": 6}, 0), RunControl()))
     assert isinstance(plain, str)
     assert texts == ["what is in this picture?", "a cat", "describe it"]
+    texts.clear()
+    list(adapter.understand(UnderstandRequest(messages, {"max_new_tokens": 6, "think": True}, 0), RunControl()))
+    assert texts[0].startswith("You should first think about the reasoning process")
     with pytest.raises(InputError, match="end with a user message"):
         list(adapter.understand(UnderstandRequest(messages[:2]), RunControl()))
 
@@ -83,8 +86,8 @@ def test_generate_size_checks_and_separate_images(adapter):
     with pytest.raises(InputError, match="multiples of 16"):
         adapter.generate(GenerateRequest("x", params={**GEN, "width": 72}), RunControl())
     largest = adapter.model.config.max_latent_size * adapter.model.config.latent_downsample
-    with pytest.raises(InputError, match=f"at most {largest}"):
-        adapter.generate(GenerateRequest("x", params={**GEN, "width": largest + 16}), RunControl())
+    big = adapter.generate(GenerateRequest("x", params={**GEN, "width": 2 * largest, "height": largest}), RunControl())
+    assert big.images[0].size == (largest, largest // 2)  # scaled into the position table
 
 
 def test_generate_noise_is_upstreams_cpu_draw(adapter, monkeypatch):
@@ -114,6 +117,39 @@ def test_edit_output_takes_the_resized_input_size(adapter, texts):
         adapter.edit(EditRequest([image, image], "x", params=EDIT), RunControl())
 
 
+@pytest.mark.parametrize("task", ["generate", "edit"])
+def test_thinking_plans_first_and_reports_the_plan(adapter, texts, task):
+    steps = []
+    control = RunControl(on_progress=lambda done, total, what: steps.append(what))
+    params = {**(GEN if task == "generate" else EDIT), "think": True, "max_think_tokens": 16}
+    if task == "generate":
+        result = adapter.generate(GenerateRequest("a red cube", params=params, seed=2), control)
+    else:
+        result = adapter.edit(EditRequest([_image()], "make it blue", params=params, seed=2), control)
+    assert texts[0].startswith("You should first think about the planning process")
+    prompt = "a red cube" if task == "generate" else "make it blue"
+    # the system prompt reaches cond and img_uncond (one shared segment before any image), the prompt both too
+    assert prompt in texts
+    plan = result.info.text
+    assert plan and result.info.as_dict()["text"] == plan
+    assert texts[-1] == adapter.tokenizer.decode(adapter.encode(plan))  # the plan is appended to cond
+    assert steps[0] == "tokens" and steps[-1] == "steps"
+
+
+def test_thinking_branches_follow_the_inferencer(adapter):
+    """T2I think: cond = [system, prompt, plan], text_uncond = [system], img_uncond = [system, prompt]."""
+    from umm.ports.bagel import GEN_THINK_SYSTEM_PROMPT, empty_branches, with_image, with_text
+
+    s = adapter.session
+    b = with_text(with_text(empty_branches(), s, adapter.encode(GEN_THINK_SYSTEM_PROMPT)), s, adapter.encode("x"))
+    assert b.img_uncond is b.cond and b.text_uncond.segments == ("text",) and b.cond.segments == ("text", "text")
+    e = with_image(with_text(empty_branches(), s, [5]), s, torch.zeros(3, 28, 28), torch.zeros(1, 16, 4, 4))
+    e = with_text(e, s, [6])
+    assert e.cond.segments == ("text", "vae", "vit", "text")
+    assert e.text_uncond.segments == ("text", "vae", "vit")
+    assert e.img_uncond.segments == ("text", "text") and e.img_uncond is not e.cond
+
+
 def test_bf16_path_runs(spec):
     adapter = adapter_class("bagel")(spec)
     adapter.load(torch.device("cpu"), torch.bfloat16)
@@ -121,5 +157,6 @@ def test_bf16_path_runs(spec):
     chunks = list(adapter.understand(UnderstandRequest([Message("user", "hi", [_image()])], {"max_new_tokens": 3}),
                                      RunControl()))
     assert all(isinstance(c, str) for c in chunks)
-    result = adapter.edit(EditRequest([_image()], "make it blue", params=EDIT), RunControl())
+    result = adapter.edit(EditRequest([_image()], "make it blue", params={**EDIT, "think": True,
+                                                                          "max_think_tokens": 16}), RunControl())
     assert np.asarray(result.images[0]).std() > 0

@@ -91,16 +91,18 @@ class BagelAdapter(Adapter):
         """Decoder layers stay in RAM and visit ``device`` one at a time; everything else stays there."""
         from accelerate import cpu_offload
 
-        layers = self.model.language_model.model.layers
-        for module in self.model.children():
-            if module is not self.model.language_model:
-                module.to(device)
-        lm = self.model.language_model
-        for part in (lm.lm_head, lm.model.embed_tokens, lm.model.norm, lm.model.norm_moe_gen, lm.model.rotary_emb):
+        for part in self._resident_parts():
             part.to(device)
-        for layer in layers:
+        for layer in self.model.language_model.model.layers:
             cpu_offload(layer, execution_device=device)
-        self._hooks = list(layers)
+        self._hooks = list(self.model.language_model.model.layers)
+
+    def _resident_parts(self) -> list[torch.nn.Module]:
+        """Every module but the decoder layers (~3.3 GB in bf16 at full size): the VAE, ViT, glue, embeddings, head."""
+        lm = self.model.language_model
+        glue = [m for m in self.model.children() if m is not lm]
+        return [self.vae, *glue, lm.lm_head, lm.model.embed_tokens, lm.model.norm, lm.model.norm_moe_gen,
+                lm.model.rotary_emb]
 
     def modules(self) -> list[torch.nn.Module]:
         return [m for m in (self.model, self.vae) if m is not None]
@@ -109,9 +111,9 @@ class BagelAdapter(Adapter):
         return ("tokenizer", "session", "_hooks")
 
     def to(self, device: torch.device) -> None:
-        if self._hooks:  # offloaded layers stay under accelerate's hooks; move only the rest
+        if self._hooks:  # offloaded layers stay under accelerate's hooks (in RAM); move only the rest
             device = torch.device(device)
-            for module in (self.vae, self.model.vit_model, self.model.connector):
+            for module in self._resident_parts():
                 module.to(device)
             self.device = device
             return
@@ -191,8 +193,11 @@ class BagelAdapter(Adapter):
         largest = self.model.config.max_latent_size * step
         if height % step or width % step:
             raise InputError(f"Width and height must be multiples of {step} pixels; got {width}x{height}.")
-        if max(height, width) > largest:
-            raise InputError(f"This model generates at most {largest} pixels a side; got {width}x{height}.")
+        if max(height, width) > largest:  # only small twins have tables below the catalog's 1024 px
+            scale = largest / max(height, width)
+            height, width = (max(step, int(v * scale) // step * step) for v in (height, width))
+            log.warning("%s: its position table covers %d px a side; making %dx%d px instead",
+                        self.spec.id, largest, width, height)
         return self._images("generate", request.prompt, None, (height, width), params, request.seed, control)
 
     def edit(self, request: EditRequest, control: RunControl) -> ImageResult:

@@ -37,7 +37,7 @@ TINY_VIT = {
     "patch_size": 14,
 }
 TINY_AE = {"ch": 32, "ch_mult": [1, 1, 1, 1], "num_res_blocks": 1, "z_channels": 16}
-TINY_MAX_LATENT_SIZE = 16  # 16 latent tokens a side: up to 256 px
+TINY_MAX_LATENT_SIZE = 8  # 8 latent tokens a side: up to 128 px (larger requests are scaled down)
 TINY_LATENT_PATCH = 2
 
 
