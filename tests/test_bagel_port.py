@@ -246,3 +246,15 @@ def test_full_size_autoencoder_converts_to_diffusers():
     with init_empty_weights():
         vae = AutoencoderKL(**config)
     assert {k: list(v.shape) for k, v in state.items()} == {k: list(v.shape) for k, v in vae.state_dict().items()}
+
+
+@needs_golden
+def test_recorded_noise_is_a_seeded_cpu_generator_in_upstreams_order():
+    """What the adapter draws on CPU: T2I noise = randn(N, 64); edit: the posterior ε first, then the noise."""
+    t2i = load_file(GOLDEN / "case_t2i.safetensors")
+    assert torch.equal(torch.randn(t2i["init_noise"].shape, generator=torch.Generator().manual_seed(3)),
+                       t2i["init_noise"])
+    edit = load_file(GOLDEN / "case_edit.safetensors")
+    generator = torch.Generator().manual_seed(5)
+    assert torch.equal(torch.randn(edit["vae_posterior_noise"].shape, generator=generator), edit["vae_posterior_noise"])
+    assert torch.equal(torch.randn(edit["init_noise"].shape, generator=generator), edit["init_noise"])
