@@ -136,4 +136,6 @@ def _run(args: argparse.Namespace) -> int:
         save_png(image, path, result.info)
         print(f"wrote {path}")
     print(f"seed: {result.info.seed}")
+    if result.info.text:  # what the model wrote on the way (e.g. a plan)
+        print(f"text: {result.info.text}")
     return 0

@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "emu3": "umm.adapters.emu3:Emu3Adapter",
     "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
     "blip3o": "umm.adapters.blip3o:Blip3oAdapter",
+    "bagel": "umm.adapters.bagel:BagelAdapter",
 }
 
 

@@ -54,10 +54,10 @@ class RunInfo:
     prompt: str = ""
     negative_prompt: str = ""
     notes: list[str] = field(default_factory=list)  # what the request asked for that this model did not use
+    text: str = ""  # text the model wrote on the way to the images (e.g. a plan), shown with the result
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            **({"notes": list(self.notes)} if self.notes else {}),
             "model_id": self.model_id,
             "revision": self.revision,
             "task": self.task,
@@ -66,6 +66,8 @@ class RunInfo:
             "negative_prompt": self.negative_prompt,
             "params": dict(self.params),
             "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            **({"text": self.text} if self.text else {}),
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
 

@@ -36,7 +36,9 @@ def summary(info: RunInfo, seconds: float, n_images: int | None = None) -> str:
     """One line under the output: time, seed and model."""
     what = f"{n_images} image{'s' if n_images != 1 else ''} · " if n_images is not None else ""
     notes = "".join(f"\n\n⚠ {note}" for note in info.notes)
-    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`{notes}"
+    plan = "\n".join(f"> {line}" for line in info.text.splitlines())
+    text = f"\n\n**The model's plan**\n\n{plan}" if info.text else ""
+    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`{notes}{text}"
 
 
 def api_snippet(
