@@ -148,3 +148,7 @@ def test_cpu_offload_gives_the_same_images(spec, adapter):
     finally:
         offloaded.unload()
     assert offloaded.vlm is None and offloaded._hooks is None and offloaded.tokenizer is None
+
+
+def test_size_multiples_come_from_the_configs(adapter):
+    assert adapter.size_multiple(edit=False) == 16 and adapter.size_multiple(edit=True) == 32

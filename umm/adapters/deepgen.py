@@ -42,8 +42,6 @@ EDIT_NEGATIVE_PROMPT = (
     "artifacts, glitch, noise, pixelated, grainy, compression artifacts, bad composition, wrong proportion, "
     "incomplete editing, unfinished, unedited areas."
 )
-GENERATE_ALIGN = 16  # VAE factor 8 x patch 2
-EDIT_ALIGN = 32  # the ViT's 28/32 resize needs multiples of 32
 
 
 class DeepGenAdapter(Adapter):
@@ -186,10 +184,11 @@ class DeepGenAdapter(Adapter):
         from umm.ports.deepgen.sampler import sample, schedule
 
         seed = resolve_seed(seed)
-        align = EDIT_ALIGN if image is not None else GENERATE_ALIGN
+        align = self.size_multiple(edit=image is not None)
         height = max(align, params["height"] // align * align)
         width = max(align, params["width"] // align * align)
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        patch = self.transformer.config.patch_size
         timings: dict[str, float] = {}
         started = time.perf_counter()
         generator = self.generator(seed)
@@ -213,7 +212,7 @@ class DeepGenAdapter(Adapter):
                 mark = time.perf_counter()
                 self._use(self.transformer)
                 timesteps, sigmas = schedule(
-                    self.scheduler_config, params["steps"], shape[2] * shape[3] // 4, self.device
+                    self.scheduler_config, params["steps"], (shape[2] // patch) * (shape[3] // patch), self.device
                 )
                 latents = sample(
                     self.transformer,
@@ -239,6 +238,19 @@ class DeepGenAdapter(Adapter):
         info = self.run_info(task, seed, params, prompt=prompt, negative_prompt=negative)
         info.timings = timings
         return ImageResult(images=images, info=info)
+
+    def size_multiple(self, edit: bool) -> int:
+        """Output sides must be multiples of this: VAE factor x DiT patch (16), and for edits also what the
+        ViT needs after upstream's 28/32 resize (patch 14 x merge 2 -> 32)."""
+        import math
+
+        from umm.ports.deepgen.conditioning import VIT_SCALE
+
+        step = 2 ** (len(self.vae.config.block_out_channels) - 1) * self.transformer.config.patch_size
+        if not edit:
+            return step
+        vision = self.vlm.config.vision_config
+        return math.lcm(step, round(vision.patch_size * vision.spatial_merge_size / VIT_SCALE))
 
     def condition(self, prompts: list[str], ref_pixels: torch.Tensor | None = None):
         """Cond and uncond DiT conditioning of [prompt, negative] (with one reference image for edits)."""
