@@ -152,3 +152,22 @@ def test_cpu_offload_gives_the_same_images(spec, adapter):
 
 def test_size_multiples_come_from_the_configs(adapter):
     assert adapter.size_multiple(edit=False) == 16 and adapter.size_multiple(edit=True) == 32
+
+
+def test_predict_without_references_is_the_stock_sd3_forward(adapter):
+    """On another config and a non-square size than the golden one; references of another size also run."""
+    from umm.ports.deepgen import predict
+
+    gen = torch.Generator().manual_seed(5)
+    config = adapter.transformer.config
+    latents = torch.randn(2, config.in_channels, 12, 8, generator=gen)
+    context = torch.randn(2, 7, config.joint_attention_dim, generator=gen)
+    pooled = torch.randn(2, config.pooled_projection_dim, generator=gen)
+    timestep = torch.tensor([900.0, 300.0])
+    with torch.no_grad():
+        ours = predict(adapter.transformer, latents, context, pooled, timestep)
+        stock = adapter.transformer(latents, context, pooled, timestep).sample
+        ref = torch.randn(2, config.in_channels, 8, 8, generator=gen)
+        with_ref = predict(adapter.transformer, latents, context, pooled, timestep, [ref])
+    torch.testing.assert_close(ours, stock, rtol=0, atol=1e-6)
+    assert with_ref.shape == latents.shape and not torch.allclose(with_ref, ours)
