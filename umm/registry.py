@@ -15,6 +15,7 @@ FAMILIES: dict[str, str] = {
     "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
     "blip3o": "umm.adapters.blip3o:Blip3oAdapter",
     "bagel": "umm.adapters.bagel:BagelAdapter",
+    "deepgen": "umm.adapters.deepgen:DeepGenAdapter",
 }
 
 
