@@ -418,3 +418,20 @@ def test_an_unused_negative_prompt_is_reported(client: Client, app_catalog: Cata
                          seed=1, api_name="/v1_generate")
     assert any("negative prompt" in note for note in out["info"]["notes"])
     assert out["info"]["negative_prompt"] == ""
+
+
+def test_pngs_carry_a1111_parameters_too(tmp_path) -> None:
+    from PIL import Image
+
+    from umm.images import save_png
+    from umm.types import RunInfo
+
+    info = RunInfo("omnigen2", "abcdef1234567", "generate", 7,
+                   {"steps": 30, "text_guidance_scale": 5.0, "width": 512, "height": 384, "num_images": 2},
+                   prompt="a cat, on a chair", negative_prompt="blurry")
+    path = save_png(Image.new("RGB", (8, 8)), tmp_path / "x.png", info)
+    text = Image.open(path).info["parameters"]
+    assert text.splitlines()[:2] == ["a cat, on a chair", "Negative prompt: blurry"]
+    assert text.splitlines()[2] == ("Steps: 30, CFG scale: 5.0, Seed: 7, Size: 512x384, Model: omnigen2, "
+                                    "Model hash: abcdef1234, num_images: 2")
+    assert read_settings(path)["seed"] == 7

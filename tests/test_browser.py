@@ -90,3 +90,43 @@ def _pick_model(page, prefix: str, text: str) -> None:
         option.click()
     else:
         page.keyboard.press("Escape")
+
+
+def test_session_history_png_settings_and_the_umm_loop(url: str, tmp_path: Path) -> None:
+    """Generate, see it in the session strip, send it to Chat; a umm PNG dropped in brings its settings back."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    from PIL import Image
+
+    from umm.images import save_png
+    from umm.types import RunInfo
+
+    png = save_png(Image.new("RGB", (32, 32), (200, 20, 20)), tmp_path / "old.png",
+                   RunInfo("nobody-can-run-me", None, "generate", 4242, {}, prompt="a prompt from a png"))
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            page.wait_for_selector("#chat-history", timeout=30_000)
+            page.get_by_role("tab", name="Text → image").click()
+            page.wait_for_selector("#gen-prompt textarea", state="visible", timeout=15_000)
+            _pick_model(page, "gen", "janus")
+            page.fill("#gen-prompt textarea", "a small red house")
+            page.click("#gen-run")
+            page.wait_for_selector("#gen-gallery img", timeout=120_000)
+            page.wait_for_selector("#gen-history img", timeout=30_000)
+            assert "seed" in page.inner_text("#gen-history")
+            page.screenshot(path=str(tmp_path / "history.png"), full_page=True)
+
+            page.click("#gen-ask")
+            page.wait_for_selector("#chat-input img", state="visible", timeout=15_000)
+            page.screenshot(path=str(tmp_path / "ask.png"), full_page=True)
+
+            page.get_by_role("tab", name="Text → image").click()
+            page.click("#gen-result-settings")  # the accordion that holds the PNG loader
+            page.set_input_files("#gen-load-png input[type='file']", str(png))
+            page.wait_for_function(
+                "document.querySelector('#gen-prompt textarea').value === 'a prompt from a png'", timeout=15_000)
+            assert page.input_value("#gen-seed input") == "4242"
+        finally:
+            browser.close()

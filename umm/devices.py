@@ -40,3 +40,22 @@ def allocated_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.memory_allocated(device)
     return 0
+
+
+def describe(device: torch.device) -> str:
+    """One line for people: which accelerator, and how much of its memory is free right now."""
+    if device.type == "cuda" and torch.cuda.is_available():
+        free, total = torch.cuda.mem_get_info(device)
+        name = torch.cuda.get_device_name(device)
+        return f"{name} (cuda) · {free / 1e9:.1f} of {total / 1e9:.1f} GB free"
+    if device.type == "mps":
+        return "Apple GPU (mps) · shares system memory"
+    import os
+
+    try:
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        memory = f" · {free / 1e9:.1f} of {total / 1e9:.1f} GB RAM free"
+    except (ValueError, OSError, AttributeError):
+        memory = ""
+    return f"CPU, {os.cpu_count()} cores (no accelerator){memory}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import gradio as gr
 
@@ -33,7 +34,8 @@ def build_app(
     """The whole UI. ``public`` hides load/unload (a public Space must not let visitors evict models)."""
     ctx = UiContext(manager, public=public, max_upload_bytes=max_upload_bytes, examples=examples.examples())
     demo_models = [s.name for s in manager.catalog if s.demo]
-    with gr.Blocks(title=TITLE) as app:
+    # gradio's own upload/output cache: files older than a day go, checked hourly
+    with gr.Blocks(title=TITLE, delete_cache=(3600, 86400)) as app:
         header = "# umm\nChat, generate and edit with unified multimodal models: one lane, one model resident."
         if demo_models:
             header += ("\n\n**Demo mode:** the models marked ⚄ are tiny checkpoints with *random weights*; "
@@ -42,20 +44,43 @@ def build_app(
         banner = info.first_run_banner(manager)
         if banner:
             gr.Markdown(banner, elem_id="umm-first-run", elem_classes=["umm-banner"])
-        with gr.Tabs(elem_id="umm-tabs"):
+        with gr.Tabs(elem_id="umm-tabs") as tabs:
             with gr.Tab("Chat / VQA", id="chat", elem_id="tab-chat"):
-                chat.build(ctx, app)
+                chat_tab = chat.build(ctx, app)
             with gr.Tab("Text → image", id="generate", elem_id="tab-generate"):
-                generate.build(ctx, app)
+                gen_tab = generate.build(ctx, app)
             with gr.Tab("Edit", id="edit", elem_id="tab-edit"):
-                edit.build(ctx, app)
+                edit_tab = edit.build(ctx, app)
             with gr.Tab("Compare", id="compare", elem_id="tab-compare"):
                 compare.build(ctx, app)
             with gr.Tab("Models", id="models", elem_id="tab-models"):
                 models.build(ctx, app)
+        _wire_loop(tabs, chat_tab, gen_tab, edit_tab)
         api.register(ctx)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
     return app
+
+
+def _wire_loop(tabs: gr.Tabs, chat_tab: dict, gen_tab: dict, edit_tab: dict) -> None:
+    """The UMM loop: ask any understanding model about a generated or edited image; edit a generated one."""
+
+    def chosen(images: list | None, index: int | None) -> str:
+        if not images:
+            raise gr.Error("No image yet: run once first.")
+        item = images[min(index or 0, len(images) - 1)]
+        return item[0] if isinstance(item, (list, tuple)) else item
+
+    def ask(images: list | None, index: int | None) -> tuple[dict, Any]:
+        return {"text": "Describe this image.", "files": [chosen(images, index)]}, gr.Tabs(selected="chat")
+
+    def edit_this(images: list | None, index: int | None) -> tuple[str, Any]:
+        return chosen(images, index), gr.Tabs(selected="edit")
+
+    for tab in (gen_tab, edit_tab):
+        tab["ask"].click(ask, [tab["gallery"], tab["selected"]], [chat_tab["box"], tabs], queue=False,
+                         api_visibility="private")
+    gen_tab["edit_this"].click(edit_this, [gen_tab["gallery"], gen_tab["selected"]], [edit_tab["image"], tabs],
+                               queue=False, api_visibility="private")
 
 
 def launch_kwargs(max_upload_bytes: int) -> dict:

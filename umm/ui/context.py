@@ -130,29 +130,59 @@ def base_url(request: gr.Request | None) -> str:
 
 
 def wire_reuse(
-    button: gr.Button, settings: gr.JSON, picker: Picker, prompt: gr.Textbox, negative: gr.Textbox, seed: gr.Number
+    button: gr.Button, settings: gr.JSON, picker: Picker, prompt: gr.Textbox, negative: gr.Textbox, seed: gr.Number,
+    capability: str, png: gr.File | None = None, history: tuple[gr.Gallery, gr.State] | None = None,
 ) -> None:
     """"Reuse these settings": model, prompt, seed and every control back into the inputs.
 
-    A model switch would reset the controls to the new model's defaults, so the settings are parked in
-    the picker's pending state and applied by the model-change handler instead.
+    The same happens for a umm PNG dropped on ``png`` (its embedded settings) and for a click on an
+    entry of the session ``history`` strip. A model switch would reset the controls to the new
+    model's defaults, so the settings are parked in the picker's pending state and applied by the
+    model-change handler instead. Settings of a model that cannot do this tab's task keep the current
+    model and bring back only the prompt and seed.
     """
+    from umm.images import read_settings
+
+    outputs = [picker.dropdown, prompt, negative, seed, picker.pending, *picker.controls]
 
     def reuse(data: dict | None, current: str | None) -> list[Any]:
         if not data:
             raise gr.Error("Nothing to reuse yet: run once first.")
-        params = data.get("params") or {}
-        pending = data if data.get("model_id") != current else None
+        model_id = data.get("model_id")
+        catalog = picker.panel.catalog
+        if model_id not in catalog or not catalog.get(model_id).can(capability):
+            gr.Warning(f"{model_id!r} cannot {capability} here: kept the current model, took prompt and seed.")
+            model_id, params = current, {}
+        else:
+            params = data.get("params") or {}
+        pending = {**data, "model_id": model_id} if model_id != current else None
         return [
-            gr.update(value=data.get("model_id")), data.get("prompt", ""), data.get("negative_prompt", ""),
+            gr.update(value=model_id), data.get("prompt", ""), data.get("negative_prompt", ""),
             data.get("seed", -1), pending, *picker.panel.settings_updates(params),
         ]
 
-    button.click(
-        reuse, [settings, picker.dropdown],
-        [picker.dropdown, prompt, negative, seed, picker.pending, *picker.controls],
-        queue=False, api_visibility="private",
-    )
+    button.click(reuse, [settings, picker.dropdown], outputs, queue=False, api_visibility="private")
+    if png is not None:
+
+        def from_png(path: Any, current: str | None) -> list[Any]:
+            if not path:
+                return [gr.update() for _ in outputs]
+            try:
+                data = read_settings(path if isinstance(path, str) else path.get("path"))
+            except OSError:
+                data = None
+            if not data:
+                raise gr.Error("That image carries no umm settings (only PNGs saved by umm do).")
+            return reuse(data, current)
+
+        png.upload(from_png, [png, picker.dropdown], outputs, queue=False, api_visibility="private")
+    if history is not None:
+        strip, entries = history
+
+        def pick(entries_now: list[dict], current: str | None, evt: gr.SelectData) -> list[Any]:
+            return reuse(entries_now[evt.index]["settings"], current)
+
+        strip.select(pick, [entries, picker.dropdown], outputs, queue=False, api_visibility="private")
 
 
 STOPPED = "■ Stopped."

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
+import time
 import uuid
 import zipfile
 from pathlib import Path
@@ -15,11 +17,35 @@ from umm.types import ImageResult, RunInfo
 OUTPUT_ROOT = Path(tempfile.gettempdir()) / "umm-outputs"
 
 
+KEEP_SECONDS = 86400
+"""Request folders older than this are removed (checked at most hourly), so a long-running app stays small."""
+_last_prune = 0.0
+
+
 def request_dir() -> Path:
     """A fresh directory per request, so concurrent sessions never overwrite each other's files."""
+    prune_outputs()
     path = OUTPUT_ROOT / uuid.uuid4().hex
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def prune_outputs(now: float | None = None, *, force: bool = False) -> int:
+    """Delete request folders older than ``KEEP_SECONDS``; returns how many went."""
+    global _last_prune
+    now = time.time() if now is None else now
+    if not force and now - _last_prune < 3600:
+        return 0
+    _last_prune = now
+    removed = 0
+    for folder in OUTPUT_ROOT.glob("*") if OUTPUT_ROOT.is_dir() else ():
+        try:
+            if folder.is_dir() and now - folder.stat().st_mtime > KEEP_SECONDS:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed += 1
+        except OSError:
+            continue
+    return removed
 
 
 def save_result(result: ImageResult, directory: Path | None = None, stem: str | None = None) -> list[str]:

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 SLOT = "chat"
 
 
-def build(ctx: UiContext, app: gr.Blocks) -> None:
+def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=280):
             picker = model_picker(ctx, "understand", "chat")
@@ -41,6 +41,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 gr.Examples(ctx.examples["chat"], inputs=[box], label="Examples", cache_examples=False)
     wire_picker(ctx, picker, "chat", app)
     _wire(ctx, picker, chatbot, box, seed, stop, regen, clear)
+    return {"box": box}
 
 
 def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:

@@ -19,12 +19,13 @@ from umm.ui.context import (
     wire_reuse,
     wire_stop,
 )
+from umm.ui.history import history_strip, record
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
 
 SLOT = "edit"
 
 
-def build(ctx: UiContext, app: gr.Blocks) -> None:
+def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     can_edit = bool(ctx.manager.catalog.ids("edit"))
     gr.Markdown(info.no_editor_notice(ctx.manager), visible=not can_edit, elem_id="edit-notice")
     with gr.Row(equal_height=False):
@@ -53,20 +54,25 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             gallery = gr.Gallery(label="Outputs", elem_id="edit-gallery", columns=4, height=160, format="png",
                                  interactive=False)
             summary = gr.Markdown(elem_id="edit-summary")
-            use = gr.Button("⤴ Use output as input", size="sm", elem_id="edit-use-output")
+            with gr.Row():
+                use = gr.Button("⤴ Use output as input", size="sm", elem_id="edit-use-output")
+                ask = gr.Button("Ask about this image →", size="sm", elem_id="edit-ask")
             with gr.Accordion("Settings of this result · reuse · API", open=False):
                 settings = gr.JSON(label="Settings (also embedded in each PNG)", elem_id="edit-settings")
                 reuse = gr.Button("↩ Reuse these settings", size="sm", elem_id="edit-reuse")
                 snippet = gr.Code(label="Reproduce with gradio_client", language="python", elem_id="edit-api")
                 files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="edit-files",
                                 interactive=False)
+                png = gr.File(label="Load settings from a umm PNG", file_types=[".png"], elem_id="edit-load-png",
+                              height=90)
+            history = history_strip("edit")
     selected = gr.State(0)
     wire_picker(ctx, picker, "edit", app)
     picker.dropdown.change(
         lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
         queue=False, api_visibility="private",
     )
-    wire_reuse(reuse, settings, picker, instruction, negative, seed)
+    wire_reuse(reuse, settings, picker, instruction, negative, seed, "edit", png=png, history=history)
 
     panel = picker.panel
     kwargs = dict(panel.components)
@@ -127,3 +133,5 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
 
     use.click(use_output, [gallery, selected], [image], queue=False, api_name="edit_use_output",
               api_visibility="undocumented")
+    record(history, [event], settings, gallery)
+    return {"gallery": gallery, "selected": selected, "ask": ask, "image": image}

@@ -19,12 +19,17 @@ from umm.ui.context import (
     wire_reuse,
     wire_stop,
 )
+from umm.ui.history import history_strip, record
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
 
 SLOT = "generate"
 
 
-def build(ctx: UiContext, app: gr.Blocks) -> None:
+def _index(evt: gr.SelectData) -> int:
+    return evt.index
+
+
+def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             picker = model_picker(ctx, "generate", "gen")
@@ -45,6 +50,9 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 buttons=["download", "fullscreen"], interactive=False,
             )
             summary = gr.Markdown(elem_id="gen-summary")
+            with gr.Row():
+                ask = gr.Button("Ask about this image →", size="sm", elem_id="gen-ask")
+                edit_this = gr.Button("Edit this image →", size="sm", elem_id="gen-edit-this")
             with gr.Accordion("Settings of this result · reuse · API", open=False, elem_id="gen-result-settings"):
                 settings = gr.JSON(label="Settings (also embedded in each PNG)", elem_id="gen-settings")
                 with gr.Row():
@@ -52,12 +60,17 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 snippet = gr.Code(label="Reproduce with gradio_client", language="python", elem_id="gen-api")
                 files = gr.File(label="Download PNGs (with settings)", file_count="multiple", elem_id="gen-files",
                                 interactive=False)
+                png = gr.File(label="Load settings from a umm PNG", file_types=[".png"], elem_id="gen-load-png",
+                              height=90)
+            history = history_strip("gen")
+    selected = gr.State(0)
+    gallery.select(lambda evt: evt.index, None, selected, queue=False, api_visibility="private")
     wire_picker(ctx, picker, "gen", app)
     picker.dropdown.change(
         lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
         queue=False, api_visibility="private",
     )
-    wire_reuse(reuse, settings, picker, prompt, negative, seed)
+    wire_reuse(reuse, settings, picker, prompt, negative, seed, "generate", png=png, history=history)
 
     panel = picker.panel
     kwargs = dict(panel.components)
@@ -98,3 +111,5 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     )
 
     wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop", marked=summary)
+    record(history, [event, submit], settings, gallery)
+    return {"gallery": gallery, "selected": selected, "ask": ask, "edit_this": edit_this}

@@ -61,7 +61,10 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
 
 
 def _resident(ctx: UiContext) -> str:
+    from umm.devices import describe
+
     resident = ctx.manager.resident_id
     waiting = ctx.manager.queue_depth
     text = f"**Resident:** `{resident}`" if resident else "**Resident:** none"
-    return text + (f" · {waiting} request(s) waiting for the lane" if waiting else "")
+    text += f" · {waiting} request(s) waiting for the lane" if waiting else ""
+    return f"{text}\n\n**Device:** {describe(ctx.manager.device)}"
