@@ -435,3 +435,23 @@ def test_pngs_carry_a1111_parameters_too(tmp_path) -> None:
     assert text.splitlines()[2] == ("Steps: 30, CFG scale: 5.0, Seed: 7, Size: 512x384, Model: omnigen2, "
                                     "Model hash: abcdef1234, num_images: 2")
     assert read_settings(path)["seed"] == 7
+
+
+def test_compare_arena_votes_are_recorded_and_reveal_the_models(served, app_catalog, tmp_path, monkeypatch):
+    import json
+
+    app, _ = served
+    monkeypatch.setenv("UMM_VOTES_FILE", str(tmp_path / "votes.jsonl"))
+    client = Client(app.local_url, verbose=False)
+    ids = [i for i in app_catalog.ids("generate") if i.startswith("tiny-")][:2]
+    out = client.predict(task="generate", prompt="a lighthouse", image=None, model_ids=ids, seed=3,
+                         images_per_model=2, anonymous=True, api_name="/compare")
+    titles = [out[i] for i in range(0, 16, 4)][:2]
+    assert titles == ["**Model A**", "**Model B**"]  # names hidden until the vote
+    per_column = [len(image_paths(out[i])) for i in (1, 5)]
+    assert all(n in (1, 2) for n in per_column)
+    revealed = client.predict(choice="B", api_name="/compare_vote")
+    line = json.loads((tmp_path / "votes.jsonl").read_text().splitlines()[-1])
+    assert sorted(line["models"]) == sorted(ids) and line["vote"] == "B" and line["winner"] == line["models"][1]
+    assert line["seed"] == 3 and line["prompt"] == "a lighthouse" and len(line["settings"]) == 2
+    assert any(line["winner"] in str(part) for part in revealed)

@@ -16,6 +16,7 @@ import gradio as gr
 from umm.errors import UmmError
 from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 from umm.ui import checks, info, outputs
+from umm.ui.arena import LETTERS, record_vote, votes_path
 from umm.ui.context import UiContext, wire_stop
 from umm.ui.runs import LANE_KWARGS, progress_control, run_images, stream_text, user_errors
 
@@ -38,6 +39,10 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
             image = gr.Image(label="Image (chat / edit)", type="filepath", elem_id="cmp-image", height=180,
                              visible=task0 != "generate")
             seed = gr.Number(-1, label="Seed", info="-1 = one random seed for all", precision=0, elem_id="cmp-seed")
+            per_model = gr.Slider(1, 4, value=1, step=1, label="Images per model", elem_id="cmp-per-model",
+                                  info="For models that make several images per prompt.")
+            anonymous = gr.Checkbox(False, label="Anonymous (arena): names hidden until you vote",
+                                    elem_id="cmp-anonymous")
             with gr.Row():
                 run = gr.Button("Compare", variant="primary", elem_id="cmp-run")
                 stop = gr.Button("■ Stop", variant="stop", elem_id="cmp-stop")
@@ -54,7 +59,12 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                     gr.Textbox(label="Reply", lines=6, elem_id=f"cmp-text-{index}", visible=task0 == "understand"),
                     gr.Markdown(elem_id=f"cmp-status-{index}"),
                 ]
+    with gr.Row(visible=False, elem_id="cmp-vote-row") as vote_row:
+        vote = gr.Radio(["A", "B", "tie"], label="Which is better?", elem_id="cmp-vote", scale=3)
+        cast = gr.Button("Vote and reveal", variant="primary", elem_id="cmp-cast", scale=1)
+    verdict = gr.Markdown(elem_id="cmp-verdict")
     archive = gr.File(label="Export: ZIP of images + settings.json", elem_id="cmp-zip", height=90, interactive=False)
+    last = gr.State(None)
 
     def on_task(task_name: str) -> list[Any]:
         """New task: its runnable models preselected, and the previous task's results cleared."""
@@ -67,9 +77,9 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
 
     task.change(on_task, [task], [models, image, *cells], queue=False, api_visibility="private")
 
-    names = ["task", "prompt", "image", "model_ids", "seed"]
+    names = ["task", "prompt", "image", "model_ids", "seed", "images_per_model", "anonymous"]
 
-    def check(task, prompt, image, model_ids, seed) -> tuple[str, list, int, list[str]]:
+    def check(task, prompt, image, model_ids, seed, images_per_model=1, anonymous=False):
         if task not in {t for _, t in TASKS}:
             raise checks.FieldError("task", f"Task must be one of generate, understand, edit; got {task!r}.")
         model_ids = list(dict.fromkeys(model_ids or []))
@@ -84,22 +94,34 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         if task == "edit" and not image:
             raise checks.FieldError("image", "Editing needs an input image.")
         images = checks.check_images([image] if image else [], "image", ctx.max_upload_bytes)
+        if not isinstance(images_per_model, (int, float)) or not 1 <= images_per_model <= 4:
+            raise checks.FieldError("images_per_model", f"Images per model must be 1 to 4; got {images_per_model!r}.")
         return text, images, checks.check_seed(seed), model_ids
 
-    def compare(task, prompt, image, model_ids, seed, progress: gr.Progress = gr.Progress(),
-                request: gr.Request = None) -> Iterator[list[Any]]:
+    def compare(task, prompt, image, model_ids, seed, images_per_model=1, anonymous=False,
+                progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Iterator[list[Any]]:
         with user_errors():
-            text, images, seed, model_ids = check(task, prompt, image, model_ids, seed)
+            text, images, seed, model_ids = check(task, prompt, image, model_ids, seed, images_per_model)
         if seed < 0:
             seed = random.randrange(0, checks.MAX_SEED)
-        resident = ctx.manager.resident_id
-        model_ids.sort(key=lambda m: m != resident)  # the resident model first: one swap fewer
-        state = [_blank(i, model_ids) for i in range(COLUMNS)]
+        if anonymous:  # a random column order, so position tells nothing
+            random.shuffle(model_ids)
+        else:
+            resident = ctx.manager.resident_id
+            model_ids.sort(key=lambda m: m != resident)  # the resident model first: one swap fewer
+        titles = [f"**Model {LETTERS[i]}**" if anonymous else f"**{m}**" for i, m in enumerate(model_ids)]
+        state = [_blank(i, titles) for i in range(COLUMNS)]
         entries: list[tuple[str, list[str], dict | None, str]] = []
-        yield [*_flatten(state), None]
+        columns: list[dict[str, Any]] = []
+        hidden = gr.update(visible=False)
+
+        def out(archive: Any = None, comparison: Any = None, voting: Any = hidden) -> list[Any]:
+            return [*_flatten(state), archive, comparison, voting, ""]
+
+        yield out()
         for index, model_id in enumerate(model_ids):
             state[index][3] = "… running"
-            yield [*_flatten(state), None]
+            yield out()
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, model_id)) as control:
                 started = time.perf_counter()
                 paths: list[str] = []
@@ -111,11 +133,12 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                         for chunk in stream_text(ctx.manager, model_id, req, control):
                             reply += chunk
                             state[index][2] = reply
-                            yield [*_flatten(state), None]
+                            yield out()
                         settings = {"model_id": model_id, "task": task, "prompt": text, "seed": seed, "reply": reply}
                     else:
-                        req = (GenerateRequest(text, seed=seed) if task == "generate"
-                               else EditRequest(images, text, seed=seed))
+                        params = _per_model(ctx.manager.catalog.get(model_id).capability(task), int(images_per_model))
+                        req = (GenerateRequest(text, params=params, seed=seed) if task == "generate"
+                               else EditRequest(images, text, params=params, seed=seed))
                         result = run_images(ctx.manager, task, model_id, req, control)
                         paths = outputs.save_result(result)
                         settings = result.info.as_dict()
@@ -129,22 +152,56 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                 status = "■ stopped"
             state[index][3] = status
             entries.append((model_id, paths, settings, status))
-            yield [*_flatten(state), None]
+            columns.append({"model_id": model_id, "settings": settings, "ok": status.startswith("✓")})
+            yield out()
             if control.cancelled:
                 break
-        yield [*_flatten(state), outputs.export_zip(entries)]
+        comparison = {"task": task, "prompt": text, "seed": seed, "columns": columns, "titles": titles}
+        can_vote = anonymous and len(columns) == len(model_ids) and all(c["ok"] for c in columns)
+        choices = [*LETTERS[: len(columns)], "tie"]
+        voting = gr.update(visible=can_vote)
+        yield [*_flatten(state), outputs.export_zip(entries), comparison, voting,
+               "" if can_vote or not anonymous else "Some models failed: nothing to vote on."]
+        if can_vote:
+            gr.Info(f"Vote {', '.join(choices[:-1])} or tie to reveal the models.")
 
     event = run.click(
-        compare, [task, prompt, image, models, seed], [*cells, archive], api_name="compare",
+        compare, [task, prompt, image, models, seed, per_model, anonymous],
+        [*cells, archive, last, vote_row, verdict], api_name="compare",
         validator=checks.validator(names, check), **LANE_KWARGS,
     )
+    event.then(lambda c: gr.update(choices=[*LETTERS[: len((c or {}).get("columns") or [])], "tie"], value=None),
+               [last], [vote], queue=False, api_visibility="private")
+
+    def cast_vote(comparison: dict | None, choice: str | None) -> list[Any]:
+        if not comparison or not choice:
+            raise gr.Error("Pick A, B … or tie first.")
+        try:
+            line = record_vote(comparison, choice)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        reveal = [f"**{LETTERS[i]} = {c['model_id']}**" for i, c in enumerate(comparison["columns"])]
+        titles = [gr.update(value=reveal[i]) if i < len(reveal) else gr.update() for i in range(COLUMNS)]
+        text = f"Recorded your vote ({line['vote']}) in `{votes_path()}`: " + ", ".join(
+            r.strip("*") for r in reveal)
+        return [*titles, gr.update(visible=False), text]
+
+    cast.click(cast_vote, [last, vote], [*cells[0::4], vote_row, verdict], queue=False, api_name="compare_vote")
 
     wire_stop(ctx, stop, SLOT, [event], "compare_stop")
 
 
-def _blank(index: int, model_ids: list[str]) -> list[Any]:
-    if index < len(model_ids):
-        return [f"**{model_ids[index]}**", [], "", "· waiting"]
+def _per_model(capability, images: int) -> dict[str, Any]:
+    """The common "images per model", for models that have a ``num_images`` control (within its range)."""
+    param = next((p for p in capability.params if p.name == "num_images"), None)
+    if param is None:
+        return {}
+    return {"num_images": int(min(max(images, param.min or 1), param.max or images))}
+
+
+def _blank(index: int, titles: list[str]) -> list[Any]:
+    if index < len(titles):
+        return [titles[index], [], "", "· waiting"]
     return [f"*Column {index + 1}: not used*", [], "", ""]
 
 
