@@ -62,7 +62,16 @@ def register(ctx: UiContext) -> None:
     def v1_generate(
         model_id: str, prompt: str, params: dict | None = None, seed: int = -1, negative_prompt: str = ""
     ) -> dict:
-        """Text to image. ``params``: the model's parameters by name (see the catalog); seed -1 = random."""
+        """Generate images from a text prompt with one of the app's models; returns base64 PNGs and the settings.
+
+        Args:
+            model_id: a model id from the app's catalog that can generate (see its Models tab).
+            prompt: what the image should show.
+            params: the model's own parameters by name (steps, guidance, size …); omitted ones take that model's
+                defaults.
+            seed: a whole number for a reproducible result; -1 picks one at random (it is reported back).
+            negative_prompt: what to avoid, for models that take one (others ignore it and say so in info.notes).
+        """
         with user_errors():
             spec = manager.catalog.get(model_id)
             request = GenerateRequest(
@@ -76,7 +85,16 @@ def register(ctx: UiContext) -> None:
         model_id: str, instruction: str, images: list[str], params: dict | None = None, seed: int = -1,
         negative_prompt: str = "",
     ) -> dict:
-        """Edit images (base64 PNG/JPEG strings or data URLs) by instruction."""
+        """Edit images by an instruction with one of the app's models; returns base64 PNGs and the settings.
+
+        Args:
+            model_id: a model id from the app's catalog that can edit.
+            instruction: what to change, e.g. "make the sky purple".
+            images: the input image(s) as base64 PNG/JPEG strings or data URLs (the first is edited).
+            params: the model's own parameters by name; omitted ones take that model's defaults.
+            seed: a whole number for a reproducible result; -1 picks one at random.
+            negative_prompt: what to avoid, for models that take one.
+        """
         with user_errors():
             spec = manager.catalog.get(model_id)
             request = EditRequest(
@@ -93,10 +111,16 @@ def register(ctx: UiContext) -> None:
         model_id: str, message: str, images: list[str] | None = None, params: dict | None = None, seed: int = -1,
         history: list[dict] | None = None,
     ) -> dict:
-        """A question about zero or more images (base64), after an optional history; returns the whole reply.
+        """Ask one of the app's models about zero or more images; returns the whole reply and the history.
 
-        ``history``: earlier turns as ``{"role": "user" | "assistant", "text": ..., "images": [base64, ...]}``;
-        send back the ``history`` this endpoint returned to go on with the conversation.
+        Args:
+            model_id: a model id from the app's catalog that understands images.
+            message: the question or instruction.
+            images: images for this turn as base64 PNG/JPEG strings or data URLs.
+            params: the model's own parameters by name (max_new_tokens, temperature …).
+            seed: a whole number for a reproducible reply; -1 picks one at random.
+            history: earlier turns as {"role": "user" | "assistant", "text": ..., "images": [base64, ...]}; send
+                back the history this endpoint returned to go on with the conversation.
         """
         with user_errors():
             spec = manager.catalog.get(model_id)
@@ -114,3 +138,17 @@ def register(ctx: UiContext) -> None:
 
     for fn in (v1_generate, v1_edit, v1_chat):
         gr.api(fn, api_name=fn.__name__, **LANE_KWARGS)
+
+
+TOOLS = ("v1_generate", "v1_edit", "v1_chat")
+"""The endpoints offered as MCP tools (typed schemas from the signatures and docstrings above)."""
+
+
+def mcp_tools_only(app: gr.Blocks) -> None:
+    """Offer only :data:`TOOLS` to MCP clients; the tab events stay in the web API as they are."""
+    for block_fn in app.fns.values():
+        if block_fn.fn is not None and block_fn.api_name not in TOOLS:
+            try:
+                block_fn.fn._mcp_type = "none"  # gradio lists only functions whose type is "tool"
+            except AttributeError:  # bound methods, builtins: not ours, nothing to hide
+                pass

@@ -29,7 +29,8 @@ THEME = gr.themes.Soft(primary_hue="indigo", secondary_hue="slate")
 
 
 def build_app(
-    manager: ModelManager, *, public: bool = False, max_upload_bytes: int = MAX_FILE_BYTES, queue_size: int = 64
+    manager: ModelManager, *, public: bool = False, max_upload_bytes: int = MAX_FILE_BYTES, queue_size: int = 64,
+    mcp: bool = False,
 ) -> gr.Blocks:
     """The whole UI. ``public`` hides load/unload (a public Space must not let visitors evict models)."""
     ctx = UiContext(manager, public=public, max_upload_bytes=max_upload_bytes, examples=examples.examples())
@@ -57,6 +58,8 @@ def build_app(
                 models.build(ctx, app)
         _wire_loop(tabs, chat_tab, gen_tab, edit_tab)
         api.register(ctx)
+    if mcp:  # launched with mcp_server=True: generate, edit and chat as tools, nothing else
+        api.mcp_tools_only(app)
     app.queue(max_size=queue_size, default_concurrency_limit=1)
     return app
 

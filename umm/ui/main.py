@@ -21,6 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--public", action="store_true", help="public mode: no load/unload (default on Spaces)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    parser.add_argument("--mcp", action="store_true", help="also serve generate, edit and chat as MCP tools")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     max_upload = int(float(app_config.get("max_upload_bytes") or 20e6))
     app = build_app(
         manager, public=is_public(args, config), max_upload_bytes=max_upload,
-        queue_size=int(app_config.get("queue_size") or 64),
+        queue_size=int(app_config.get("queue_size") or 64), mcp=args.mcp,
     )
-    app.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs(max_upload))
+    app.launch(server_name=args.host, server_port=args.port, share=args.share, mcp_server=args.mcp,
+               **launch_kwargs(max_upload))
