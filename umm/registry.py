@@ -14,6 +14,7 @@ FAMILIES: dict[str, str] = {
     "emu3": "umm.adapters.emu3:Emu3Adapter",
     "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
     "showo": "umm.adapters.showo:ShowoAdapter",
+    "mmada": "umm.adapters.mmada:MmadaAdapter",
 }
 
 
