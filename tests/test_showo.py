@@ -202,3 +202,16 @@ def test_edit_end_to_end_with_a_mask_image_and_an_empty_region(manager):
         manager.edit("tiny-showo", EditRequest([image], "x", params=params, seed=1))
     # the next request works
     assert manager.edit("tiny-showo", EditRequest([image], "x", params={"steps": 1}, seed=1)).images
+
+
+def test_kv_cache_bench_runs_and_agrees(tmp_path):
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import showo_kv_cache
+    finally:
+        sys.path.remove(str(bench))
+    record = showo_kv_cache.main(["--quick", "--out-dir", str(tmp_path)])
+    assert record["identical_tokens"] and (tmp_path / "showo_kv_cache.json").is_file()
