@@ -122,6 +122,15 @@ def test_t2i_prompt_and_sampler_trace(golden):
     assert torch.equal(final, case["final_input_ids"][0])
 
 
+def test_real_reserved_ids():
+    """Upstream's reserved_token_mapping (126084 … 126094) from LLaDA's BOS 126080."""
+    ids = MmadaIds(bos=126080, eos=126081, mask=126336, offset=126349, codebook_size=8192, start_header=0,
+                   end_header=0, eot_id=0)
+    expected = {"soi": 126084, "eoi": 126085, "sov": 126086, "eov": 126087, "t2i": 126088, "mmu": 126089,
+                "t2v": 126090, "v2v": 126091, "lvg": 126092, "ipad": 126093, "r2i": 126094}
+    assert {name: ids.reserved(name) for name in expected} == expected
+
+
 def test_commit_counts_and_block_steps():
     assert transfer_counts(6, 4) == [2, 2, 1, 1]  # the remainder rule
     assert block_steps(512, 128, 256) == [64] * 4  # upstream's defaults

@@ -135,6 +135,14 @@ def test_kv_cache_gives_the_same_sampled_tokens(golden):
     assert max(_diff(a, b) for (_, a), (_, b) in zip(*runs, strict=True)) <= 1e-5
 
 
+def test_real_checkpoint_ids():
+    """The id table of the README for show-o-512x512 (configs/showo_demo_512x512.yaml, phi-1_5 BOS = EOS)."""
+    config = {"vocab_size": 58498, "llm_vocab_size": 50295, "codebook_size": 8192, "num_vq_tokens": 1024}
+    ids = ShowoIds.from_config(config, 50256, 50256)
+    assert (ids.pad, ids.soi, ids.eoi, ids.t2i, ids.mmu) == (50295, 50296, 50297, 50300, 50301)
+    assert (ids.offset, ids.mask, ids.max_text_len) == (50305, 58497, 128)
+
+
 def test_long_prompts_are_cut_as_upstream():
     ids = ShowoIds(llm_vocab_size=100, codebook_size=64, mask=174, bos=90, eos=90, num_image_tokens=4,
                    max_text_len=6)
