@@ -5,7 +5,7 @@ length: ``<|mmu|> <|soi|>`` + 1024 image ids + ``<|eoi|>`` + BOS + a question), 
 A/B/A/B; the two token sequences must be identical (checked). Ratio = median cached / median recompute.
 
     python bench/showo_kv_cache.py                 # hidden 512, 8 layers, 1024 image tokens, 32 new tokens
-    python bench/showo_kv_cache.py --quick --out-dir /tmp/x   # smoke mode (tests)
+    python bench/showo_kv_cache.py --quick --out-dir OUT   # smoke mode (tests)
 """
 
 from __future__ import annotations
