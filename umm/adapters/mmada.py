@@ -110,6 +110,8 @@ class MmadaAdapter(Adapter):
                 continue
             end = length + (step.block + 1) * block
             answer = self.tokenizer.decode(step.x[0, length:end].tolist(), skip_special_tokens=True)
+            if answer.endswith("\ufffd") and end < length + gen:  # a character split across blocks: wait
+                continue
             if answer.startswith(shown) and len(answer) > len(shown):
                 yield answer[len(shown):]
                 shown = answer
