@@ -16,6 +16,8 @@ FAMILIES: dict[str, str] = {
     "blip3o": "umm.adapters.blip3o:Blip3oAdapter",
     "bagel": "umm.adapters.bagel:BagelAdapter",
     "deepgen": "umm.adapters.deepgen:DeepGenAdapter",
+    "showo": "umm.adapters.showo:ShowoAdapter",
+    "mmada": "umm.adapters.mmada:MmadaAdapter",
 }
 
 
