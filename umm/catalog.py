@@ -119,6 +119,7 @@ class Component:
 
     repo: str
     revision: str | None = None
+    files: tuple[str, ...] = ()  # glob patterns `fetch` downloads (empty: the whole repo)
 
 
 @dataclass(frozen=True)
@@ -236,10 +237,13 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         capabilities[cap_name] = CapabilitySpec(cap_name, tuple(params), max_images, ordered)
     components = {}
     for comp_name, comp in (data.get("components") or {}).items():
-        if not isinstance(comp, dict) or "repo" not in comp or set(comp) - {"repo", "revision"}:
-            raise fail(f"component {comp_name}: expected {{repo: ..., revision: ...}}")
+        if not isinstance(comp, dict) or "repo" not in comp or set(comp) - {"repo", "revision", "files"}:
+            raise fail(f"component {comp_name}: expected {{repo: ..., revision: ..., files: [...]}}")
+        files = comp.get("files") or ()
+        if isinstance(files, str) or not all(isinstance(f, str) for f in files):
+            raise fail(f"component {comp_name}: files must be a list of glob patterns")
         components[str(comp_name)] = Component(str(comp["repo"]), None if comp.get("revision") is None
-                                               else str(comp["revision"]))
+                                               else str(comp["revision"]), tuple(files))
     convert = []
     for item in data.get("convert") or ():
         item = {"file": item} if isinstance(item, str) else item

@@ -101,7 +101,9 @@ def fetch(spec: ModelSpec) -> list[str]:
         if part.is_local:
             paths.append(part.repo)
             continue
-        paths.append(snapshot_download(part.repo, revision=part.revision, ignore_patterns=PICKLE_PATTERNS))
+        files = list(spec.components[name].files) if name is not None else []
+        paths.append(snapshot_download(part.repo, revision=part.revision, allow_patterns=files or None,
+                                       ignore_patterns=PICKLE_PATTERNS))
         for pickle in spec.convert:
             if pickle.component == name:
                 hf_hub_download(part.repo, pickle.file, revision=part.revision)
