@@ -9,6 +9,7 @@ port's own loader (``load_model``), the one the adapter uses.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -240,3 +241,32 @@ def test_kv_cache_decode_equals_recompute_on_other_sizes(tokenizer):
                                           on_logits=rows.append)), torch.cat(rows)
     assert runs[True][0] == runs[False][0] and len(runs[True][0]) == 24
     assert (runs[True][1] - runs[False][1]).abs().max() < 1e-4
+
+
+NAMES = Path(__file__).parent / "data" / "showo2_names_shapes.json"
+
+
+@pytest.mark.parametrize("size", ["1.5b", "7b"])
+def test_full_size_names_and_shapes_match_upstream(size):
+    """Built on the meta device from the real sizes; names and shapes recorded from upstream's own module."""
+    from transformers import Qwen2Config, SiglipVisionConfig
+
+    from umm.ports.showo2 import Showo2Model
+
+    data = json.loads(NAMES.read_text())
+    config = data["configs"][size]
+    with torch.device("meta"):
+        model = Showo2Model(config["model"], Qwen2Config(**config["llm"]), SiglipVisionConfig(**data["siglip_vision"]))
+    mine = {name: list(t.shape) for name, t in model.state_dict().items()}
+    assert mine == data["names_shapes"][size]
+    unique = sum(p.numel() for p in model.parameters())
+    if size == "1.5b":  # the public count of the real checkpoint, lm_head counted separately (tied)
+        assert unique + model.showo.lm_head.weight.numel() == 3_063_740_640
+        parts = {"fusion_proj": 6_493_824, "diff_proj": 7_344_128, "diffusion_head_b": 8_525_888}
+        for name, count in parts.items():
+            assert sum(p.numel() for p in getattr(model, name).parameters()) == count
+        time_params = [*model.time_embed.parameters(), *model.time_embed_proj.parameters()]
+        assert sum(p.numel() for p in time_params) == 7_869_952
+        assert f"und_trans.layers.{25}.mlp.fc2.bias" in mine and "und_trans.layers.26.mlp.fc2.bias" not in mine
+    else:
+        assert unique == 8_932_118_752  # untied: lm_head is its own (151669, 3584) matrix

@@ -57,13 +57,13 @@ def encode(tokenizer, text: str) -> list[int]:
 
 # -- sequences --------------------------------------------------------------------------------
 def understanding_sequence(
-    tokenizer, ids: TokenIds, turns: list[tuple[str, str]], num_image_tokens: int | None
+    tokenizer, ids: TokenIds, turns: list[tuple[str, str]], num_image_tokens: int | None, image_turn: int = 0
 ) -> tuple[list[int], tuple[int, int] | None]:
     """Ids (TIME / IMAGE markers for the image slots) and the image block of a chat.
 
-    ``turns`` are (role, text); the image, when given, sits at the start of the first user turn, as in
-    the demo: ``[bos] sys role_a [boi] TIME IMAGE×N [eoi] question role_b``. Earlier assistant turns end
-    with ``<|im_end|>``; the last user turn has none (the demo's layout). The block is (A + 2, N + 1):
+    ``turns`` are (role, text); the image, when given, sits at the start of user turn ``image_turn``, as
+    in the demo: ``[bos] sys role_a [boi] TIME IMAGE×N [eoi] question role_b``. Earlier assistant turns
+    end with ``<|im_end|>``; the last user turn has none (the demo's layout). The block is (A + 2, N + 1):
     the image tokens plus ``<|vision_end|>``, the time token outside it (the demo's offset).
     """
     seq = [ids.bos, *encode(tokenizer, SYSTEM)]
@@ -71,7 +71,7 @@ def understanding_sequence(
     for i, (role, text) in enumerate(turns):
         if role == "user":
             seq += encode(tokenizer, ROLE_USER)
-            if i == 0 and num_image_tokens:
+            if i == image_turn and num_image_tokens:
                 block = (len(seq) + 2, num_image_tokens + 1)
                 seq += [ids.boi, TIME, *[IMAGE] * num_image_tokens, ids.eoi]
             seq += encode(tokenizer, text)
