@@ -102,12 +102,15 @@ def load_model(
 ) -> Showo2Model:
     """The official checkpoint (its ``config.json`` + safetensors state dict), names unchanged, strict."""
     from accelerate import init_empty_weights
-    from safetensors.torch import load_file
+    from safetensors import safe_open
 
     config = json.loads(Path(config_path or Path(model_dir) / "config.json").read_text())
     with init_empty_weights(include_buffers=False):
         model = Showo2Model(config, llm_config, vision_config, head)
-    state = load_file(str(weights), device="cpu")
+    state = {}
+    with safe_open(str(weights), framework="pt", device=str(device)) as file:
+        for name in file.keys():  # one tensor at a time: the peak is the model in `dtype` plus one tensor
+            state[name] = file.get_tensor(name).to(dtype)
     if model.showo.config.tie_word_embeddings and "showo.lm_head.weight" not in state:
         state["showo.lm_head.weight"] = state["showo.model.embed_tokens.weight"]
     expected = set(model.state_dict())
@@ -115,7 +118,7 @@ def load_model(
     if missing or unexpected:
         raise ValueError(f"Show-o2 weights do not match the architecture: missing {missing[:5]}, "
                          f"unexpected {unexpected[:5]} ({len(missing)} / {len(unexpected)} in all)")
-    model.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    model.load_state_dict(state, strict=True, assign=True)
     if model.showo.config.tie_word_embeddings:
         model.showo.lm_head.weight = model.showo.model.embed_tokens.weight
     return model.to(device).eval()
