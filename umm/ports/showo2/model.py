@@ -231,6 +231,8 @@ class Showo2Model(nn.Module):
         from transformers.models.siglip.modeling_siglip import SiglipEncoder
 
         super().__init__()
+        if not config.get("add_time_embeds", True):  # every released checkpoint prepends the time token
+            raise ValueError("Show-o2 checkpoints without the time token (add_time_embeds: false) are not supported")
         head = head or HeadConfig()
         self.config, self.head_config = dict(config), head
         llm_config = Qwen2Config(**{**llm_config.to_dict(), "vocab_size": config["llm_vocab_size"]})
