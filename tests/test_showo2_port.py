@@ -95,14 +95,15 @@ def test_understanding_matches_golden(model, tokenizer, meta):
     case = load_file(GOLDEN / "case_understanding.safetensors")
     ids = TokenIds.of(tokenizer)
     question = meta["understanding"]["question"]
-    seq, block = understanding_sequence(tokenizer, ids, [("user", question)], 16)
+    n_image = case["fused_image_embeds"].shape[0]  # N image tokens, from the data (16 in the shared case)
+    seq, block = understanding_sequence(tokenizer, ids, [("user", question)], n_image)
     assert seq == case["sequence_ids"].tolist()
     assert list(block) == case["modality_positions"].tolist()
     mask = omni_mask(len(seq), torch.tensor([block]))[0]
     assert torch.equal(mask, case["attention_mask"])
     z = case["image_latents"]
     with torch.no_grad():
-        h, w = (s // 2 for s in z.shape[-2:])
+        h, w = (s // model.patch_size for s in z.shape[-2:])
         _close("und_patch_embeds", model.image_embedder_und(z)[0], case["und_patch_embeds"])
         _close("und_position_embeds", model.position_embeds(h, w), case["und_position_embeds"])
         _close("und_trans_out", model.semantic(z)[0], case["und_trans_out"])
@@ -205,8 +206,9 @@ def test_trimmed_batch_gives_the_same_velocities(model, tokenizer, meta):
     info = meta["t2i"]
     ids = TokenIds.of(tokenizer)
     prompts = [info["prompt"], "a dog"]
-    full = generation_batch(tokenizer, ids, prompts, 16, info["max_text_len"], True, torch.float32, "cpu", trim=False)
-    trim = generation_batch(tokenizer, ids, prompts, 16, info["max_text_len"], True, torch.float32, "cpu")
+    n = info["num_t2i_image_tokens"] - 1
+    full = generation_batch(tokenizer, ids, prompts, n, info["max_text_len"], True, torch.float32, "cpu", trim=False)
+    trim = generation_batch(tokenizer, ids, prompts, n, info["max_text_len"], True, torch.float32, "cpu")
     assert trim.ids.shape[1] < full.ids.shape[1]
     x = case["single_x_t"].repeat(4, 1, 1, 1)
     t = torch.full((4,), 0.37)
