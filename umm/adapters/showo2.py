@@ -140,24 +140,28 @@ class Showo2Adapter(Adapter):
             seq, block = understanding_sequence(self.tokenizer, self.ids, turns, tokens, image_turn)
             embeds = understanding_embeds(self.model, seq, block, latents)
 
-            def pick(logits: torch.Tensor) -> torch.Tensor:
-                return sample_tokens(logits[None], temperature=params["temperature"], top_p=params["top_p"],
-                                     generator=generator)[0]
+        def pick(logits: torch.Tensor) -> torch.Tensor:
+            return sample_tokens(logits[None], temperature=params["temperature"], top_p=params["top_p"],
+                                 generator=generator)[0]
 
-            out: list[int] = []
-            shown = ""
-            stream = decode(self.model, embeds, block, max_new_tokens=params["max_new_tokens"],
-                            eos=self.ids.eos, pick=pick)
-            for step, token in enumerate(stream, 1):
-                control.step(step, params["max_new_tokens"], "tokens")
-                out.append(token)
-                text = self.tokenizer.decode(out, skip_special_tokens=True)
-                if len(text) > len(shown) and not text.endswith("\ufffd"):
-                    yield text[len(shown):]
-                    shown = text
+        out: list[int] = []
+        shown = ""
+        stream = decode(self.model, embeds, block, max_new_tokens=params["max_new_tokens"], eos=self.ids.eos,
+                        pick=pick)
+        while True:
+            with torch.inference_mode():  # per token, so the consumer never runs in inference mode
+                token = next(stream, None)
+            if token is None:
+                break
+            control.step(len(out) + 1, params["max_new_tokens"], "tokens")
+            out.append(token)
             text = self.tokenizer.decode(out, skip_special_tokens=True)
-            if len(text) > len(shown):
+            if len(text) > len(shown) and not text.endswith("\ufffd"):
                 yield text[len(shown):]
+                shown = text
+        text = self.tokenizer.decode(out, skip_special_tokens=True)
+        if len(text) > len(shown):
+            yield text[len(shown):]
         control.check()
 
     # -- text-to-image -----------------------------------------------------------------------
