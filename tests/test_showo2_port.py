@@ -223,8 +223,8 @@ def test_kv_cache_decode_equals_recompute_on_other_sizes():
     """A longer greedy decode on another random config (LLM width = head width: no diff_proj)."""
     from transformers import Qwen2Config, SiglipVisionConfig
 
+    from umm.adapters.showo2 import QWEN_SPECIALS
     from umm.ports.showo2 import Showo2Model
-    from umm.ports.showo2.tiny import QWEN_SPECIALS
     from umm.tiny import train_tokenizer
 
     tokenizer = showo_tokenizer(train_tokenizer(QWEN_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>"))

@@ -204,9 +204,12 @@ class Showo2Adapter(Adapter):
     # -- tiny checkpoint -------------------------------------------------------------------
     @classmethod
     def build_tiny(cls, directory: Path, spec: ModelSpec) -> None:
-        from umm.ports.showo2.tiny import build_tiny
-
-        build_tiny(Path(directory))
+        """The hub layout: the model repo (``config.json`` + the pickled ``pytorch_model.bin``, converted
+        with ``umm.convert.convert_file`` as ``python -m umm convert`` does), ``llm/`` (Qwen2.5-style
+        config + tokenizer), ``siglip/`` (config) and ``vae/vae/`` (a Wan diffusers repo's VAE folder).
+        ``diffusion_head_config.json`` shrinks the flow head (real repos have none: upstream's size).
+        """
+        build_tiny_twin(Path(directory))
 
 
 def center_crop(image, size: int) -> torch.Tensor:
@@ -225,3 +228,59 @@ def center_crop(image, size: int) -> torch.Tensor:
     image = image.crop((left, top, left + size, top + size))
     array = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
     return ((array - 0.5) / 0.5)[None]
+
+
+# -- the tiny twin (kept in this file: the twin cache is keyed on the adapter's source) ----------
+QWEN_SPECIALS = [
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+]
+TINY_HEAD = {"hidden_size": 48, "head_dim": 12, "intermediate_size": 96, "num_attention_heads": 4,
+             "num_key_value_heads": 2}
+
+
+def build_tiny_twin(directory: Path) -> None:
+    """The official layout with a few-MB model; see :meth:`Showo2Adapter.build_tiny`."""
+    from diffusers import AutoencoderKLWan
+    from transformers import Qwen2Config, SiglipConfig
+
+    from umm.convert import convert_file
+    from umm.ports.showo2.model import HeadConfig, Showo2Model
+    from umm.ports.showo2.pipeline import showo_tokenizer
+    from umm.tiny import train_tokenizer
+
+    directory = Path(directory)
+    tokenizer = train_tokenizer(QWEN_SPECIALS, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.save_pretrained(directory / "llm")
+    vocab = len(showo_tokenizer(tokenizer))  # Show-o2 adds [PAD], <image>, <|vid_start|>, <|vid_end|>
+    llm = Qwen2Config(
+        vocab_size=vocab + 60, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=4096, rope_theta=1e6, rms_norm_eps=1e-6,
+        tie_word_embeddings=True,
+    )
+    llm.save_pretrained(directory / "llm")
+    siglip = SiglipConfig(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 3, "num_attention_heads": 2,
+                       "image_size": 56, "patch_size": 14},
+        text_config={"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                     "vocab_size": 32, "max_position_embeddings": 16,
+                     "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0},
+    )
+    siglip.save_pretrained(directory / "siglip")
+    config = {
+        "_class_name": "Showo2Qwen2_5", "llm_vocab_size": vocab, "llm_model_path": "Qwen/Qwen2.5-1.5B-Instruct",
+        "load_from_showo": True, "image_latent_dim": 16, "image_latent_height": 4, "image_latent_width": 4,
+        "video_latent_height": 4, "video_latent_width": 4, "patch_size": 2, "hidden_size": 64,
+        "clip_latent_dim": 32, "num_diffusion_layers": 2, "add_time_embeds": True, "add_qk_norm": True,
+        "clip_pretrained_model_path": "google/siglip-so400m-patch14-384",
+    }
+    (directory / "config.json").write_text(json.dumps(config, indent=2))
+    (directory / "diffusion_head_config.json").write_text(json.dumps(TINY_HEAD, indent=2))
+    torch.manual_seed(0)
+    model = Showo2Model(config, llm, siglip.vision_config, HeadConfig.from_dict(TINY_HEAD))
+    state = {k: v.clone().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, directory / "pytorch_model.bin")  # the official file is a pickle
+    convert_file(directory / "pytorch_model.bin")
+    AutoencoderKLWan(
+        base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True]
+    ).save_pretrained(directory / "vae" / "vae")
