@@ -6,7 +6,7 @@ Both run on the same random model at the real layout (a 27×27 token image = 729
 strings), greedy; the tokens must be identical (checked). Ratio = median recompute / median cached.
 
     python bench/showo2_kv_cache.py                 # a small random model (width 256, 4 layers), 32 new tokens
-    python bench/showo2_kv_cache.py --quick --out-dir /tmp/x
+    python bench/showo2_kv_cache.py --quick --out-dir <dir>
 """
 
 from __future__ import annotations
