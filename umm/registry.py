@@ -18,6 +18,7 @@ FAMILIES: dict[str, str] = {
     "deepgen": "umm.adapters.deepgen:DeepGenAdapter",
     "showo": "umm.adapters.showo:ShowoAdapter",
     "mmada": "umm.adapters.mmada:MmadaAdapter",
+    "showo2": "umm.adapters.showo2:Showo2Adapter",
 }
 
 
