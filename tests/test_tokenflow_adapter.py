@@ -133,3 +133,13 @@ def test_full_size_names_and_shapes_match_upstream():
         vq = TokenFlowPixelDecoder(data["tokenizer_sizes"])
     ours = {k: list(v.shape) for k, v in port_to_official(vq.state_dict()).items()}
     assert ours == data["tokenizer"]
+
+
+def test_guidance_ramps_with_the_scale_and_masks_every_non_image_column():
+    from umm.ports.tokenflow.sampler import guide
+
+    cond, uncond = torch.full((1, 2, 10), 2.0), torch.full((1, 2, 10), 1.0)
+    first, last = guide(cond, uncond, 0, 9, 7.5, 3, 8), guide(cond, uncond, 8, 9, 7.5, 3, 8)
+    assert torch.equal(first[..., 3:8], cond[..., 3:8])  # t = 0 at the first scale
+    assert torch.allclose(last[..., 3:8], torch.full((1, 2, 5), 2.0 + 7.5))  # (1 + t)·2 − t·1, t = cfg
+    assert torch.isinf(last[..., :3]).all() and torch.isinf(last[..., 8:]).all()

@@ -71,10 +71,13 @@ class TokenFlowAdapter(Adapter):
             self.tokenizer = load_tokenizer(root, self.spec)
             config = json.loads((root / "config.json").read_text(encoding="utf-8"))
             self.layout = token_layout(self.tokenizer, int(config["vq_codebook_size"]))
-            if self.layout.image_token_start + int(config["vq_codebook_size"]) != int(config["vocab_size"]):
-                raise ModelLoadError(f"{self.spec.name}: the vocabulary does not end at the last <vq_token_i>.")
             self.lm = load_llm(root, self.scales, dtype, device)
             self.vq = load_pixel_decoder(vq_path, dtype, device)
+            if self.vq.sizes["codebook_size"] != int(config["vq_codebook_size"]):
+                raise ModelLoadError(
+                    f"{self.spec.name}: the tokenizer has {self.vq.sizes['codebook_size']} codes, the LLM "
+                    f"{config['vq_codebook_size']}; the two repos do not belong together."
+                )
             if self.vq.code_dim != self.lm.config.mm_hidden_size:
                 raise ModelLoadError(
                     f"{self.spec.name}: tokenizer codes are {self.vq.code_dim}-d, the LLM expects "

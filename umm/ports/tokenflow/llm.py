@@ -113,15 +113,19 @@ class TokenFlowForCausalLM(nn.Module):
         return self.lm_head.weight.dtype
 
     def forward(
-        self, embeds: torch.Tensor, start: int, mask: torch.Tensor, cache: ScaleKVCache | None = None
+        self, embeds: torch.Tensor, start: int, mask: torch.Tensor, cache: ScaleKVCache | None = None,
+        rows: slice = slice(None),
     ) -> torch.Tensor:
-        """fp32 logits of ``embeds`` at positions ``start …`` (``mask`` additive, keys = cache + these)."""
+        """fp32 logits of ``embeds`` at positions ``start …`` (``mask`` additive, keys = cache + these).
+
+        ``rows`` picks the positions whose logits are wanted (the head over a 64k vocabulary is costly).
+        """
         positions = torch.arange(start, start + embeds.shape[1], device=embeds.device)[None].expand(embeds.shape[0], -1)
         position_embeddings = self.model.rotary_emb(embeds, positions)
         hidden = embeds
         for layer in self.model.layers:
             hidden = layer(hidden, position_embeddings, mask, cache)
-        return self.lm_head(self.model.norm(hidden)).float()
+        return self.lm_head(self.model.norm(hidden[:, rows])).float()
 
 
 class ScaleKVCache:

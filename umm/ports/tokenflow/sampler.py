@@ -114,11 +114,16 @@ def additive(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 
 # -- sampling -----------------------------------------------------------------------------------
-def guide(cond: torch.Tensor, uncond: torch.Tensor, k: int, n_scales: int, cfg: float, image_token_start: int):
-    """``(1+t)·cond − t·uncond`` with ``t = cfg·k/(n−1)``; text columns set to −inf."""
+def guide(cond: torch.Tensor, uncond: torch.Tensor, k: int, n_scales: int, cfg: float, start: int, end: int):
+    """``(1+t)·cond − t·uncond`` with ``t = cfg·k/(n−1)``; every column outside the image ids [start, end) −inf.
+
+    Upstream masks only the columns below ``start``: the same whenever the vocabulary ends at the last
+    image token, as the official one does.
+    """
     t = cfg * (k / (n_scales - 1)) if n_scales > 1 else 0.0
     guided = (1 + t) * cond - t * uncond
-    guided[..., :image_token_start] = -torch.inf
+    guided[..., :start] = -torch.inf
+    guided[..., end:] = -torch.inf
     return guided
 
 
@@ -173,6 +178,7 @@ def generate_codes(
         raise ValueError("top_k and top_p need one value per loop")
     batch = rows.shape[0] // 2
     cache = ScaleKVCache() if use_cache else None
+    image_token_end = layout.image_token_start + vq.sizes["codebook_size"]
     maps: list[torch.Tensor] = []  # e_k per scale drawn so far
     flat: list[torch.Tensor] = []  # LLM input features x_k (B, s², C), k ≥ 1
     x = None
@@ -191,7 +197,7 @@ def generate_codes(
                 features = (x + maps[k]).flatten(2).transpose(1, 2)
             logits = _scale_logits(lm, rows, layout.pad_token_id, flat, features, k, j, cache)
             cond, uncond = logits[:batch], logits[batch:]
-            guided = guide(cond, uncond, k, n, cfg, layout.image_token_start)
+            guided = guide(cond, uncond, k, n, cfg, layout.image_token_start, image_token_end)
             record = {"cond": cond, "uncond": uncond, "guided": guided.clone()} if trace else None
             filtered = filter_top_k_top_p_(guided, top_k[j], top_p[j])
             ids = draw(filtered, generator)
@@ -217,13 +223,12 @@ def _scale_logits(lm, rows, pad_id, flat, features, k, j, cache) -> torch.Tensor
         feats = torch.cat([*earlier, both], dim=1) if both is not None else None
         embeds = sequence_embeds(lm, rows, feats)
         mask = additive(allowed_mask(rows, lm.scales, embeds.shape[1], pad_id), dtype)
-        logits = lm(embeds.to(dtype), 0, mask)
         first = l0 + starts[k]
-        return logits[:, first:first + s * s]
+        return lm(embeds.to(dtype), 0, mask, rows=slice(first, first + s * s))
     if k == 0:
         embeds = prefix_embeds(lm, rows)
         mask = additive(allowed_mask(rows, lm.scales, embeds.shape[1], pad_id), dtype)
-        return lm(embeds.to(dtype), 0, mask, cache)[:, -1:]
+        return lm(embeds.to(dtype), 0, mask, cache, rows=slice(-1, None))
     start = l0 + starts[k]
     cache.upto, cache.commit = (start, False) if j > 0 else (None, True)
     keys = start + s * s
