@@ -21,7 +21,7 @@ import torch
 from common import interleave, line, machine, median, summarize, write_record
 
 from umm.ports.tokenflow import LOOP_STRATEGIES, TokenLayout, build_llm, generate_codes
-from umm.ports.tokenflow.tiny import TINY_VQ, _randomise
+from umm.ports.tokenflow.tiny import TINY_VQ, randomise
 from umm.ports.tokenflow.vq import TokenFlowPixelDecoder
 
 SCALES = (1, 2, 4, 6, 8, 10, 12, 14, 16)
@@ -45,9 +45,9 @@ def build(size: str):
         "rope_theta": 10000.0, "max_position_embeddings": 4096, "mm_hidden_size": 40,
     }
     lm = build_llm(config, SCALES, device="cpu")
-    lm.load_state_dict({k: _randomise(k, v) for k, v in lm.state_dict().items()})
+    lm.load_state_dict({k: randomise(k, v) for k, v in lm.state_dict().items()})
     vq = TokenFlowPixelDecoder({**TINY_VQ, "codebook_size": s["codebook_size"]})
-    vq.load_state_dict({k: _randomise(k, v) for k, v in vq.state_dict().items()})
+    vq.load_state_dict({k: randomise(k, v) for k, v in vq.state_dict().items()})
     layout = TokenLayout(image_token_start=s["text_vocab"], pad_token_id=s["text_vocab"] - 1, bos_token_id=1,
                          img_ids=(3,))
     text = torch.randint(5, s["text_vocab"] - 1, (2, 20))

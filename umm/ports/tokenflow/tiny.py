@@ -56,7 +56,7 @@ def write_tiny(directory: Path, scales: tuple[int, ...], component: str, nesting
         {"bos_token_id": config["bos_token_id"], "eos_token_id": config["eos_token_id"], "use_cache": False}
     ), encoding="utf-8")
     lm = build_llm(config, scales, device="cpu")
-    state = {k: _randomise(k, v) for k, v in lm.state_dict().items()}
+    state = {k: randomise(k, v) for k, v in lm.state_dict().items()}
     from safetensors.torch import save_file
 
     save_file(state, directory / "model.safetensors", metadata={"format": "pt"})
@@ -68,7 +68,7 @@ def write_tokenizer_pickle(path: Path, nesting: str = "ema") -> dict[str, torch.
     """A pickle shaped like a TokenFlow training checkpoint (vq_train.py) with tiny random weights."""
     torch.manual_seed(1)
     decoder = TokenFlowPixelDecoder(TINY_VQ)
-    state = {k: _randomise(k, v) for k, v in port_to_official(decoder.state_dict()).items()}
+    state = {k: randomise(k, v) for k, v in port_to_official(decoder.state_dict()).items()}
     # what the official file also holds and text-to-image never reads
     state["quantize.codebook_used"] = torch.zeros(4096)
     state["quant_conv.weight"] = torch.randn(TINY_VQ["pixel_dim"], TINY_VQ["latent_channels"], 1, 1)
@@ -81,7 +81,7 @@ def write_tokenizer_pickle(path: Path, nesting: str = "ema") -> dict[str, torch.
     return state
 
 
-def _randomise(name: str, tensor: torch.Tensor) -> torch.Tensor:
+def randomise(name: str, tensor: torch.Tensor) -> torch.Tensor:
     """Seeded weights of a sensible scale: weights / sqrt(fan_in), norms around 1, small biases."""
     if tensor.ndim == 0 or "inv_freq" in name:
         return tensor
