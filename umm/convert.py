@@ -9,6 +9,7 @@ saying where they came from.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -72,7 +73,10 @@ def convert_file(pickle_path: Path, revision: str | None = None) -> Path:
     if out.is_file() and manifest.is_file() and json.loads(manifest.read_text()).get("sha256") == digest:
         return out
     try:
-        obj = torch.load(pickle_path, map_location="cpu", weights_only=True)
+        # Trainers save their argparse options beside the weights (TokenFlow's vq_train.py does); a
+        # Namespace holds plain values only, so it is allowed, and dropped with the rest of the non-weights.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            obj = torch.load(pickle_path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, AttributeError) as err:
         raise ModelLoadError(
             f"{pickle_path.name} holds something other than plain tensors, so it was not converted "

@@ -19,6 +19,7 @@ FAMILIES: dict[str, str] = {
     "showo": "umm.adapters.showo:ShowoAdapter",
     "mmada": "umm.adapters.mmada:MmadaAdapter",
     "showo2": "umm.adapters.showo2:Showo2Adapter",
+    "tokenflow": "umm.adapters.tokenflow:TokenFlowAdapter",
 }
 
 
