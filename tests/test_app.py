@@ -455,3 +455,18 @@ def test_compare_arena_votes_are_recorded_and_reveal_the_models(served, app_cata
     assert sorted(line["models"]) == sorted(ids) and line["vote"] == "B" and line["winner"] == line["models"][1]
     assert line["seed"] == 3 and line["prompt"] == "a lighthouse" and len(line["settings"]) == 2
     assert any(line["winner"] in str(part) for part in revealed)
+
+
+def test_a_painted_region_becomes_the_picture_and_its_mask() -> None:
+    from PIL import Image, ImageDraw
+
+    from umm.ui.tabs.edit import painted_inputs
+
+    background = Image.new("RGB", (64, 48), (10, 200, 30))
+    layer = Image.new("RGBA", (64, 48), (0, 0, 0, 0))
+    ImageDraw.Draw(layer).rectangle([8, 8, 23, 19], fill=(255, 255, 255, 255))
+    picture, masks = painted_inputs({"background": background, "layers": [layer], "composite": None})
+    assert Image.open(picture).size == (64, 48)
+    mask = Image.open(masks[0])
+    assert mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 40)) == 0
+    assert painted_inputs({"background": background, "layers": [], "composite": None})[1] is None

@@ -31,7 +31,13 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=300):
             picker = model_picker(ctx, "edit", "edit")
-            image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300)
+            paints = _paints(ctx, picker.dropdown.value)
+            image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300, visible=not paints)
+            painter = gr.ImageEditor(
+                label="Input image · paint the region to regenerate", type="pil", elem_id="edit-painter",
+                brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), height=360, visible=paints,
+                sources=["upload", "clipboard"], transforms=(), layers=False,
+            )
             with gr.Accordion("More input images (optional)", open=False):
                 extra = gr.File(
                     label="Reference images", file_count="multiple", file_types=["image"], elem_id="edit-extra"
@@ -68,6 +74,13 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             history = history_strip("edit")
     selected = gr.State(0)
     wire_picker(ctx, picker, "edit", app)
+    picker.dropdown.change(
+        lambda m: (gr.update(visible=not _paints(ctx, m)), gr.update(visible=_paints(ctx, m))), [picker.dropdown],
+        [image, painter], queue=False, api_visibility="private",
+    )
+    # What is painted becomes the usual inputs: the picture, and its mask as the first extra image, so the
+    # run, the API snippet and "Reuse" see exactly what the model gets.
+    painter.change(painted_inputs, [painter], [image, extra], queue=False, api_visibility="private")
     picker.dropdown.change(
         lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
         queue=False, api_visibility="private",
@@ -135,3 +148,31 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
               api_visibility="undocumented")
     record(history, [event], settings, gallery)
     return {"gallery": gallery, "selected": selected, "ask": ask, "image": image}
+
+
+def _paints(ctx: UiContext, model_id: str | None) -> bool:
+    """Models whose edit takes a painted mask as its second image (catalog option ``edit_mask``)."""
+    catalog = ctx.manager.catalog
+    return bool(model_id in catalog and catalog.get(model_id).options.get("edit_mask"))
+
+
+def painted_inputs(value: dict | None) -> tuple[Any, Any]:
+    """ImageEditor value -> (picture path, [mask path]): white where anything was painted, black elsewhere."""
+    import numpy as np
+    from PIL import Image
+
+    if not value or value.get("background") is None:
+        return gr.update(), gr.update()
+    background = value["background"].convert("RGB")
+    folder = outputs.request_dir()
+    picture = folder / "input.png"
+    background.save(picture)
+    alpha = np.zeros((background.height, background.width), dtype=bool)
+    for layer in value.get("layers") or []:
+        if layer is not None:
+            alpha |= np.asarray(layer.convert("RGBA").resize(background.size))[..., 3] > 0
+    if not alpha.any():
+        return str(picture), None
+    mask = folder / "mask.png"
+    Image.fromarray((alpha * 255).astype("uint8")).save(mask)
+    return str(picture), [str(mask)]
