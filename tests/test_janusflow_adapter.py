@@ -140,3 +140,20 @@ def test_chat_and_text_to_image_tabs_of_the_app(manager):
         )
         assert len(gallery) == 2 and settings["seed"] == 7
         assert settings["params"]["steps"] == 1 and settings["params"]["upscale"] is False
+
+
+def test_kv_cache_benchmark_runs_and_agrees(tmp_path):
+    """bench/janusflow_kv_cache.py in its quick mode: it writes its record and both paths agree."""
+    import sys
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    sys.path.insert(0, str(bench))
+    try:
+        import janusflow_kv_cache
+    finally:
+        sys.path.remove(str(bench))
+    record = janusflow_kv_cache.main(["--quick", "--out-dir", str(tmp_path)])
+    written = json.loads((tmp_path / "janusflow_kv_cache.json").read_text())
+    assert written["benchmark"] == "janusflow_kv_cache"
+    result = record["sizes"]["tiny"]["prompts"]["16"]
+    assert result["max_abs_diff_final_latents"] < 1e-4 and result["speedup_cpu"] > 0
