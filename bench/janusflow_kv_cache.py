@@ -127,12 +127,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.reps, args.steps, args.images, args.prompt_lengths = ["tiny"], 1, 1, 1, [16]
-    torch.set_grad_enabled(False)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # CPU seconds then measure the work
+    try:
+        with torch.no_grad():
+            sizes = {size: run_size(size, reps=args.reps, steps=args.steps, prompt_lengths=args.prompt_lengths,
+                                    num_images=args.images) for size in args.sizes}
+    finally:
+        torch.set_num_threads(threads)
     record: dict[str, Any] = {
         "what": "JanusFlow rectified-flow sampling, prompt KV cache reused vs full recompute per step (upstream)",
-        "sizes": {size: run_size(size, reps=args.reps, steps=args.steps, prompt_lengths=args.prompt_lengths,
-                                 num_images=args.images) for size in args.sizes},
+        "sizes": sizes,
     }
     write_record("janusflow_kv_cache", record, args.out_dir)
     return record

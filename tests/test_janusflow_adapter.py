@@ -103,12 +103,13 @@ def test_chat_sees_the_image_and_follows_the_seed(manager, tiny_catalog):
     params = cheap_params(spec, "understand", temperature=0.0, max_new_tokens=6)
     red, blue = Image.new("RGB", (40, 30), (220, 20, 20)), Image.new("RGB", (40, 30), (20, 20, 220))
 
-    def reply(image, **kw):
-        messages = [Message("user", "What is in this picture?", [image] if image else [])]
-        return "".join(manager.understand(ID, UnderstandRequest(messages, params={**params, **kw}, seed=1)))
+    def reply(image, text="What is in this picture?"):
+        messages = [Message("user", text, [image] if image else [])]
+        return "".join(manager.understand(ID, UnderstandRequest(messages, params=params, seed=1)))
 
     assert reply(red) == reply(red)
     assert reply(None)  # text-only chat works too
+    assert reply(None, "a typed <image_placeholder> asks for no image")
     with manager.lane(ID) as adapter, torch.inference_mode():
         a = adapter.chat_inputs([Message("user", "hi", [red])])["inputs_embeds"]
         b = adapter.chat_inputs([Message("user", "hi", [blue])])["inputs_embeds"]
@@ -152,7 +153,9 @@ def test_kv_cache_benchmark_runs_and_agrees(tmp_path):
         import janusflow_kv_cache
     finally:
         sys.path.remove(str(bench))
+    threads = torch.get_num_threads()
     record = janusflow_kv_cache.main(["--quick", "--out-dir", str(tmp_path)])
+    assert torch.is_grad_enabled() and torch.get_num_threads() == threads  # no global state leaks
     written = json.loads((tmp_path / "janusflow_kv_cache.json").read_text())
     assert written["benchmark"] == "janusflow_kv_cache"
     result = record["sizes"]["tiny"]["prompts"]["16"]

@@ -70,12 +70,16 @@ class JanusFlowAdapter(Adapter):
             ensure_bos(tokenizer)
             self.token_ids = special_ids(tokenizer)
             self.model = load_model(root, dtype, device)
+            vocab = self.model.language_model.config.vocab_size
+            if max(self.token_ids.values()) >= vocab:
+                raise ValueError(f"the tokenizer's image tokens {self.token_ids} lie outside the model's {vocab} "
+                                 "embeddings")
             self.image_processor = image_processor(root, self.model.config.vision["image_size"])
             self.tokenizer = tokenizer
         vae_dtype = torch.float32 if dtype == torch.float16 else dtype
         with load_errors(self.spec.part("vae")):
             self.vae = AutoencoderKL.from_pretrained(
-                self.repo("vae"), dtype=vae_dtype, **self.pretrained_kwargs("vae")
+                self.repo("vae"), dtype=vae_dtype, use_safetensors=True, **self.source_kwargs("vae")
             ).to(device).eval()
         self.device, self.dtype = device, dtype
 
@@ -115,7 +119,8 @@ class JanusFlowAdapter(Adapter):
         turns, images = [], []
         for message in messages:
             placeholders = f"{SPECIAL_TOKENS['image']}\n" * len(message.images)
-            turns.append((message.role, placeholders + message.text))
+            # a placeholder typed by the user would ask for an image that is not there
+            turns.append((message.role, placeholders + message.text.replace(SPECIAL_TOKENS["image"], "")))
             images.extend(image.convert("RGB") for image in message.images)
         ids = torch.tensor(self.tokenizer(format_conversation(turns))["input_ids"])
         ids, image_mask = expand_image_tokens(ids, self.token_ids, self.model.config.num_image_tokens)
