@@ -163,3 +163,30 @@ def test_expansion_and_format_on_other_sizes():
     assert mask.tolist() == [False, False, True, True, True, False, False, True, True, True, False, False]
     text = format_conversation([("user", "hi"), ("assistant", "yo"), ("user", "again")], system_prompt="S")
     assert text == "S\n\nUser: hi\n\nAssistant: yo<｜end▁of▁sentence｜>User: again\n\nAssistant:"
+
+
+def test_uvit_matches_upstream_at_other_settings():
+    """Upstream's uvit.py (same commit) at settings the golden data lacks: kernel 3 / padding 1, no biases,
+    eps 1e-5, one encoder block; two upsamples and three blocks in the decoder, a narrower skip, 10x14 latents
+    (tests/data/janusflow_uvit_alt.safetensors, written by upstream's classes with seeded random weights)."""
+    from pathlib import Path
+
+    from safetensors import safe_open
+
+    from umm.ports.janusflow import ShallowUViTDecoder, ShallowUViTEncoder
+
+    path = Path(__file__).parent / "data" / "janusflow_uvit_alt.safetensors"
+    with safe_open(path, "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    enc = ShallowUViTEncoder(**json.loads(meta["enc"])).eval()
+    dec = ShallowUViTDecoder(**json.loads(meta["dec"])).eval()
+    for prefix, module in (("enc.", enc), ("dec.", dec)):
+        module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+    with torch.no_grad():
+        x_emb, t_emb, _ = enc(tensors["in.z"], tensors["in.t"])
+        velocity = dec(tensors["in.x"], [tensors["in.skip"]], t_emb)
+    _close(x_emb, tensors["out.x_emb"], "x_emb")
+    _close(t_emb, tensors["out.t_emb"], "t_emb")
+    _close(velocity, tensors["out.velocity"], "velocity")
+    assert velocity.shape == (3, 4, 20, 28)
