@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 FAMILIES: dict[str, str] = {
     "janus": "umm.adapters.janus:JanusAdapter",
     "janus-v1": "umm.adapters.janus_v1:JanusV1Adapter",
+    "janusflow": "umm.adapters.janusflow:JanusFlowAdapter",
     "emu3": "umm.adapters.emu3:Emu3Adapter",
     "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
     "blip3o": "umm.adapters.blip3o:Blip3oAdapter",

@@ -244,8 +244,17 @@ def ensure_bos(tokenizer) -> None:
 
 
 def _vision_sizes(original: dict[str, Any]) -> dict[str, Any]:
-    params = original["vision_config"]["params"]
-    sizes = dict(SIGLIP_MODELS.get(params.get("model_name", ""), {}))
+    return siglip_sizes(original["vision_config"]["params"])
+
+
+def siglip_sizes(params: dict[str, Any], models: dict[str, dict] | None = None) -> dict[str, Any]:
+    """SigLIP tower sizes from a ``CLIPVisionTower`` params block: the name table, then explicit overrides.
+
+    ``select_layer`` is applied as the original ``create_siglip_vit`` does (it builds only the kept blocks).
+    ``models`` adds entries to :data:`SIGLIP_MODELS` (test towers under names the table lacks).
+    """
+    table = {**SIGLIP_MODELS, **(models or {})}
+    sizes = dict(table.get(params.get("model_name", ""), {}))
     sizes.update({k: params[k] for k in ("width", "layers", "heads", "patch_size", "mlp_ratio") if k in params})
     missing = {"width", "layers", "heads", "patch_size", "mlp_ratio"} - set(sizes)
     if missing:
@@ -355,6 +364,26 @@ def _aligner_layer(match: re.Match) -> str:
     if index % 2:
         raise KeyError(f"aligner layer {index} is an activation and has no weights")
     return f"{match.group(1)}.fc1." if index == 0 else f"{match.group(1)}.hidden_layers.{index // 2 - 1}."
+
+
+def siglip_tower_to_hf(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """A timm SigLIP tower's weights (keys under ``prefix``) as ``JanusVisionModel`` weights.
+
+    Splits the fused qkv, squeezes ``pos_embed`` and drops ``attn_pool.*`` (the pooling head, unused:
+    the models read patch tokens). Keys outside ``prefix`` are ignored. Shared by every family that
+    ships the original DeepSeek SigLIP tower (Janus 1.3B, JanusFlow).
+    """
+    renamed = original_to_hf({_TOWER + k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    return {k[len(_HF_TOWER):]: v for k, v in renamed.items()}
+
+
+def hf_to_siglip_tower(state: dict[str, torch.Tensor], prefix: str = "") -> dict[str, torch.Tensor]:
+    """The inverse of :func:`siglip_tower_to_hf` (``attn_pool.*`` is not recreated)."""
+    original = hf_to_original({_HF_TOWER + k: v for k, v in state.items()})
+    return {prefix + k[len(_TOWER):]: v for k, v in original.items()}
+
+
+_TOWER, _HF_TOWER = "vision_model.vision_tower.", "model.vision_model."
 
 
 def original_to_hf(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
