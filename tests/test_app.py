@@ -470,3 +470,23 @@ def test_a_painted_region_becomes_the_picture_and_its_mask() -> None:
     mask = Image.open(masks[0])
     assert mask.getpixel((10, 10)) == 255 and mask.getpixel((40, 40)) == 0
     assert painted_inputs({"background": background, "layers": [], "composite": None})[1] is None
+
+
+def test_housekeeping_prunes_old_outputs_and_names_the_device(tmp_path, monkeypatch) -> None:
+    import os
+
+    import torch
+
+    from umm.devices import describe
+    from umm.ui import outputs
+
+    monkeypatch.setattr(outputs, "OUTPUT_ROOT", tmp_path)
+    old, new = tmp_path / "old", tmp_path / "new"
+    old.mkdir()
+    new.mkdir()
+    now = 1_000_000_000.0
+    os.utime(old, (now - 2 * outputs.KEEP_SECONDS, now - 2 * outputs.KEEP_SECONDS))
+    os.utime(new, (now - 60, now - 60))
+    assert outputs.prune_outputs(now, force=True) == 1
+    assert not old.exists() and new.exists()
+    assert describe(torch.device("cpu")).startswith("CPU") and "GB RAM free" in describe(torch.device("cpu"))
