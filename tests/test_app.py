@@ -490,3 +490,17 @@ def test_housekeeping_prunes_old_outputs_and_names_the_device(tmp_path, monkeypa
     assert outputs.prune_outputs(now, force=True) == 1
     assert not old.exists() and new.exists()
     assert describe(torch.device("cpu")).startswith("CPU") and "GB RAM free" in describe(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("where", ["image", "extra_images"])
+def test_edit_upload_errors_are_one_clean_line(client: Client, app_catalog: Catalog, tmp_path, where) -> None:
+    editor = first(app_catalog, "edit")
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"this is not a png")
+    good = handle_file(ASSETS / "landscape.png")
+    kwargs = {"image": handle_file(broken), "extra_images": None} if where == "image" else {
+        "image": good, "extra_images": [handle_file(broken)]}
+    with pytest.raises(ValidationError) as err:
+        client.predict(model_id=editor, instruction="x", seed=1, api_name="/edit", **kwargs)
+    text = str(err.value)
+    assert f"{where}: The file is not an image" in text and "/tmp" not in text and "Error" not in text.split(":", 1)[1]

@@ -33,6 +33,10 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             picker = model_picker(ctx, "edit", "edit")
             paints = _paints(ctx, picker.dropdown.value)
             image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300, visible=not paints)
+            # Hand the uploaded file to our own check (checks.check_images, as Chat does) instead of letting
+            # gradio decode it first, whose failure reaches clients as its internals and a server path.
+            # (An instance override, not a subclass: gradio writes a .pyi next to component subclasses.)
+            image.preprocess = _uploaded_path  # type: ignore[method-assign]
             painter = gr.ImageEditor(
                 label="Input image · paint the region to regenerate", type="pil", elem_id="edit-painter",
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), height=360, visible=paints,
@@ -95,7 +99,8 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
         checks.check_model(ctx.manager, model_id, "edit")
         if not image:
             raise checks.FieldError("image", "Please add an input image to edit.")
-        images = checks.check_images([image, *(extra_images or [])], "image", ctx.max_upload_bytes)
+        images = [*checks.check_images([image], "image", ctx.max_upload_bytes),
+                  *checks.check_images(extra_images or [], "extra_images", ctx.max_upload_bytes)]
         checks.check_image_count(ctx.manager, model_id, "edit", len(images), "extra_images")
         return EditRequest(
             images,
@@ -176,3 +181,7 @@ def painted_inputs(value: dict | None) -> tuple[Any, Any]:
     mask = folder / "mask.png"
     Image.fromarray((alpha * 255).astype("uint8")).save(mask)
     return str(picture), [str(mask)]
+
+
+def _uploaded_path(payload: Any) -> str | None:
+    return None if payload is None else getattr(payload, "path", None) or str(payload)
