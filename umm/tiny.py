@@ -44,6 +44,28 @@ def train_tokenizer(special_tokens: list[str], vocab_size: int = 384, **fast_kwa
     return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **fast_kwargs)
 
 
+def save_tiny_vae(directory: Path, *, scaling_factor: float, shift_factor: float | None = None) -> None:
+    """A tiny FLUX/SD3-style ``AutoencoderKL`` (16 latent channels, 8x down, no quant convs) in diffusers layout.
+
+    OmniGen2 and DeepGen decode with this architecture; only the latent normalisation differs.
+    """
+    from diffusers import AutoencoderKL
+
+    AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 8, 16, 16),
+        layers_per_block=1,
+        latent_channels=16,
+        norm_num_groups=8,
+        sample_size=64,
+        scaling_factor=scaling_factor,
+        shift_factor=shift_factor,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).save_pretrained(directory)
+
+
 # Demo defaults for twins: the real 1024 px / 50 steps / 512 tokens are minutes of noise on a CPU.
 DEMO_DEFAULTS = {"width": 256, "height": 256, "steps": 8, "max_new_tokens": 64, "max_pixels": 65536}
 

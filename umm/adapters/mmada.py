@@ -26,7 +26,7 @@ import torch
 from umm.adapters.base import Adapter, load_errors, resolve_seed
 from umm.catalog import ModelSpec
 from umm.control import RunControl
-from umm.errors import InputError, ModelLoadError
+from umm.errors import InputError
 from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 
 REPO_FILES = ["config.json", "*.safetensors", "*.safetensors.index.json", "tokenizer*", "special_tokens_map.json"]
@@ -47,7 +47,7 @@ class MmadaAdapter(Adapter):
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import PreTrainedTokenizerFast
 
-        from umm.ports.magvitv2 import MagViTv2
+        from umm.ports.magvitv2.model import load_for
         from umm.ports.mmada.model import MmadaIds, load_model
 
         device = torch.device(device)
@@ -60,13 +60,7 @@ class MmadaAdapter(Adapter):
             )
             self.num_image_tokens = int(config.get("num_vq_tokens", 1024))
             self.model = load_model(str(root), config, dtype, device_map=str(device))
-            self.vq = MagViTv2.from_single_file(self.snapshot_dir("magvitv2", ["config.json", "*.safetensors"]))
-            self.vq.to(device)  # fp32: small, and decodes better than in bf16
-            if self.vq.codebook_size != self.ids.codebook_size:
-                raise ModelLoadError(
-                    f"{self.spec.name}: the image tokenizer has {self.vq.codebook_size} codes, "
-                    f"the model {self.ids.codebook_size}."
-                )
+            self.vq = load_for(self, self.ids.codebook_size, device)
         self.device, self.dtype = device, dtype
 
     def modules(self) -> list[torch.nn.Module]:

@@ -331,12 +331,11 @@ class OmniGen2Adapter(Adapter):
         """The official folder layout with a few-MB model in each part, all loaded by ``load`` as is."""
         import json
 
-        from diffusers import AutoencoderKL
         from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
         from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
         from umm.ports.omnigen2 import OmniGen2Transformer2DModel, tiny_transformer_config
-        from umm.tiny import train_tokenizer
+        from umm.tiny import save_tiny_vae, train_tokenizer
 
         directory = Path(directory)
         vision_tokens = {
@@ -398,19 +397,7 @@ class OmniGen2Adapter(Adapter):
         Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56).save_pretrained(directory / "processor")
 
         OmniGen2Transformer2DModel(**tiny_transformer_config()).save_pretrained(directory / "transformer")
-        AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(8, 8, 16, 16),
-            layers_per_block=1,
-            latent_channels=16,
-            norm_num_groups=8,
-            sample_size=64,
-            scaling_factor=0.3611,
-            shift_factor=0.1159,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-        ).save_pretrained(directory / "vae")
+        save_tiny_vae(directory / "vae", scaling_factor=0.3611, shift_factor=0.1159)
         (directory / "scheduler").mkdir(parents=True, exist_ok=True)
         (directory / "scheduler" / "scheduler_config.json").write_text(
             json.dumps(

@@ -47,7 +47,7 @@ class ShowoAdapter(Adapter):
     def load(self, device: torch.device, dtype: torch.dtype) -> None:
         from transformers import AutoTokenizer
 
-        from umm.ports.magvitv2 import MagViTv2
+        from umm.ports.magvitv2.model import load_for
         from umm.ports.showo.model import WEIGHTS, ShowoIds, load_language_model, read_json
 
         device = torch.device(device)
@@ -61,17 +61,11 @@ class ShowoAdapter(Adapter):
             llm_config = read_json((local if local.is_dir() else phi) / "config.json")
             self.tokenizer = AutoTokenizer.from_pretrained(phi)
             self.model = load_language_model(root, llm_config, dtype, device)
-            self.vq = MagViTv2.from_single_file(self.snapshot_dir("magvitv2", ["config.json", "*.safetensors"]))
-            self.vq.to(device)  # fp32: it is small and decodes visibly better than in bf16
             max_text_len = int(self.spec.options.get("max_text_len", 128))
             self.ids = ShowoIds.from_config(
                 config, self.tokenizer.bos_token_id, self.tokenizer.eos_token_id, max_text_len
             )
-            if self.vq.codebook_size != self.ids.codebook_size:
-                raise ModelLoadError(
-                    f"{self.spec.name}: the image tokenizer has {self.vq.codebook_size} codes, "
-                    f"the model {self.ids.codebook_size}."
-                )
+            self.vq = load_for(self, self.ids.codebook_size, device)
         self.device, self.dtype = device, dtype
 
     def modules(self) -> list[torch.nn.Module]:

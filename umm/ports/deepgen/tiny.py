@@ -21,12 +21,12 @@ NUM_QUERIES = 4
 
 
 def write_tiny(directory: Path) -> None:
-    from diffusers import AutoencoderKL, SD3Transformer2DModel
+    from diffusers import SD3Transformer2DModel
     from transformers import GenerationConfig, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     from umm.ports.deepgen.conditioning import DEFAULT_TEMPLATE, LAYER_STRIDE
     from umm.ports.deepgen.connector import DeepGenConnector, save_connector
-    from umm.tiny import train_tokenizer
+    from umm.tiny import save_tiny_vae, train_tokenizer
 
     directory = Path(directory)
     torch.manual_seed(0)
@@ -85,19 +85,7 @@ def write_tiny(directory: Path) -> None:
     with torch.no_grad():  # upstream zero-initialises projector_2/3; random here so the twin's output varies
         connector.meta_queries.normal_(std=hidden**-0.5)
     save_connector(connector, directory / "connector", {"llm_hidden_size": hidden, "num_selected_layers": selected})
-    AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 8, 16, 16),
-        layers_per_block=1,
-        latent_channels=16,
-        norm_num_groups=8,
-        sample_size=64,
-        scaling_factor=1.5305,
-        shift_factor=0.0609,
-        use_quant_conv=False,
-        use_post_quant_conv=False,
-    ).save_pretrained(directory / "vae")
+    save_tiny_vae(directory / "vae", scaling_factor=1.5305, shift_factor=0.0609)
     (directory / "scheduler").mkdir(parents=True, exist_ok=True)
     (directory / "scheduler" / "scheduler_config.json").write_text(
         json.dumps({"_class_name": "FlowMatchEulerDiscreteScheduler", "num_train_timesteps": 1000, "shift": 3.0})

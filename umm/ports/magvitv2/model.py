@@ -337,3 +337,18 @@ class MagViTv2(ModelMixin, ConfigMixin):
         model = cls(**config)
         model.load_state_dict(state_dict, strict=True)
         return model.eval()
+
+
+def load_for(adapter: Any, codebook_size: int, device: torch.device, component: str = "magvitv2") -> MagViTv2:
+    """The image tokenizer a Show-o-family model reads from its ``magvitv2`` component, checked against it.
+
+    Kept in fp32 on ``device``: it is small and decodes visibly better than in bf16.
+    """
+    from umm.errors import ModelLoadError
+
+    vq = MagViTv2.from_single_file(adapter.snapshot_dir(component, ["config.json", "*.safetensors"])).to(device)
+    if vq.codebook_size != codebook_size:
+        raise ModelLoadError(
+            f"{adapter.spec.name}: the image tokenizer has {vq.codebook_size} codes, the model {codebook_size}."
+        )
+    return vq
