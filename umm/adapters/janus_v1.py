@@ -205,18 +205,8 @@ def build_processor(root: Path, original: dict[str, Any]):
 
     tokenizer = PreTrainedTokenizerFast.from_pretrained(root, extra_special_tokens=IMAGE_TOKENS)
     ensure_bos(tokenizer)
-    pre_path = root / "preprocessor_config.json"
-    pre = json.loads(pre_path.read_text(encoding="utf-8")) if pre_path.is_file() else {}
-    size = int(pre.get("image_size", original["vision_config"]["params"].get("image_size", 384)))
-    kwargs = {
-        "size": {"height": size, "width": size},
-        "image_mean": pre.get("image_mean", [0.5, 0.5, 0.5]),
-        "image_std": pre.get("image_std", [0.5, 0.5, 0.5]),
-        "do_normalize": pre.get("do_normalize", True),
-    }
-    for key in ("min_size", "rescale_factor"):
-        if key in pre:
-            kwargs[key] = pre[key]
+    kwargs = image_processor_kwargs(root, original["vision_config"]["params"].get("image_size", 384))
+    size = kwargs["size"]["height"]
     if is_torchvision_available():
         from transformers import JanusImageProcessor as ImageProcessor
     else:
@@ -229,6 +219,23 @@ def build_processor(root: Path, original: dict[str, Any]):
         use_default_system_prompt=False,
         num_image_tokens=(size // patch) ** 2,
     )
+
+
+def image_processor_kwargs(root: Path, image_size: int) -> dict[str, Any]:
+    """Janus image processor settings from an original repo's ``preprocessor_config.json`` (the original
+    ``VLMImageProcessor``: resize the long side, pad square with grey, scale to [-1, 1]); Janus 1.3B and
+    JanusFlow ship the same file."""
+    path = Path(root) / "preprocessor_config.json"
+    pre: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    size = int(pre.get("image_size", image_size))
+    kwargs: dict[str, Any] = {
+        "size": {"height": size, "width": size},
+        "image_mean": pre.get("image_mean", [0.5, 0.5, 0.5]),
+        "image_std": pre.get("image_std", [0.5, 0.5, 0.5]),
+        "do_normalize": pre.get("do_normalize", True),
+    }
+    kwargs.update({key: pre[key] for key in ("min_size", "rescale_factor") if key in pre})
+    return kwargs
 
 
 def ensure_bos(tokenizer) -> None:

@@ -270,20 +270,9 @@ def write_tiny(directory: Path, *, llm: dict, siglip: dict, gen_width: int, vae_
 
 
 def image_processor(root: Path, image_size: int):
-    """Upstream's ``VLMImageProcessor`` (resize the long side, pad square with grey 127, scale to [-1, 1])
-    is transformers' Janus image processor; its settings come from ``preprocessor_config.json``."""
+    """Upstream's ``VLMImageProcessor`` is transformers' Janus image processor, set up as for Janus 1.3B."""
     from transformers import JanusImageProcessorPil
 
-    path = Path(root) / "preprocessor_config.json"
-    pre: dict[str, Any] = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    size = int(pre.get("image_size", image_size))
-    kwargs: dict[str, Any] = {
-        "size": {"height": size, "width": size},
-        "image_mean": pre.get("image_mean", [0.5, 0.5, 0.5]),
-        "image_std": pre.get("image_std", [0.5, 0.5, 0.5]),
-        "do_normalize": pre.get("do_normalize", True),
-    }
-    for key in ("min_size", "rescale_factor"):
-        if key in pre:
-            kwargs[key] = pre[key]
-    return JanusImageProcessorPil(**kwargs)
+    from umm.adapters.janus_v1 import image_processor_kwargs
+
+    return JanusImageProcessorPil(**image_processor_kwargs(root, image_size))
