@@ -64,7 +64,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
                               height=90)
             history = history_strip("gen")
     selected = gr.State(0)
-    gallery.select(lambda evt: evt.index, None, selected, queue=False, api_visibility="private")
+    gallery.select(_index, None, selected, queue=False, api_visibility="private")
     wire_picker(ctx, picker, "gen", app)
     picker.dropdown.change(
         lambda m: gr.update(visible=uses_negative(ctx.manager, m)), [picker.dropdown], [negative],
