@@ -19,7 +19,7 @@ from __future__ import annotations
 import inspect
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,6 +34,15 @@ SCALE = 0  # upstream inference.py: scale 0, i.e. <S0> and 27x27 = 729 TA-Tok to
 
 class Blip3oAdapter(Adapter):
     family = "blip3o"
+    checkpoint_modules: ClassVar[dict[str, str]] = {
+        "": "",
+        "@sana/transformer": "diffusers:SanaTransformer2DModel",
+        "@sana/vae": "diffusers:AutoencoderDC",
+    }
+    checkpoint_files = ("generation_config.json", "tokenizer_config.json", "@sana/scheduler/scheduler_config.json")
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("<|im_start|>", "<|im_end|>", "<im_start>", "<im_end>", "<S0>", "<I0>"),
+    }
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
