@@ -153,7 +153,7 @@ def meta_tensors(target: str, folder: Path) -> NamesShapes:
     cls = getattr(importlib.import_module(module), name)
     with init_empty_weights():
         if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel):
-            model = cls(cls.config_class.from_pretrained(str(folder)))
+            model = cls(transformers.AutoConfig.from_pretrained(str(folder)))  # configs only, no weights
         else:
             model = cls.from_config(cls.load_config(str(folder)))
     return names_shapes(model)
@@ -229,24 +229,25 @@ def _configs_row(folders: Folders, files: list[str]) -> Row:
 
 
 def _tensor_rows(spec: ModelSpec, cls: type, folders: Folders, manifest: dict[str, Any] | None) -> Iterator[Row]:
-    references: dict[str, list[tuple[str, NamesShapes]]] = {}
+    references: dict[str, list[tuple[str, NamesShapes, set[str]]]] = {}
     for group in cls.checkpoint_groups():
         references.setdefault(group, [])
     try:
         for group, expected in cls.expected_tensors(folders).items():
-            references.setdefault(group, []).append(("model on meta", expected))
+            references.setdefault(group, []).append(("model on meta", expected, set()))
     except Exception as err:  # a config that does not build the adapter's classes
         yield Row("model", False, f"the configs do not build the adapter's modules: {type(err).__name__}: "
                                   f"{str(err).splitlines()[0] if str(err) else ''}")
+    optional = (manifest or {}).get("optional") or {}
     for group, expected in ((manifest or {}).get("tensors") or {}).items():
-        references.setdefault(group, []).append(("manifest", expected))
+        references.setdefault(group, []).append(("manifest", expected, set(optional.get(group, ()))))
     if not references:
         references[""] = []
     for group, refs in references.items():
         yield _tensor_row(spec, folders, group, refs, cls.checkpoint_ignored)
 
 
-def _tensor_row(spec: ModelSpec, folders: Folders, group: str, refs: list[tuple[str, NamesShapes]],
+def _tensor_row(spec: ModelSpec, folders: Folders, group: str, refs: list[tuple[str, NamesShapes, set[str]]],
                 ignored: tuple = ()) -> Row:
     name = f"tensors {group or '.'}"
     files = group_files(folders, group)
@@ -264,8 +265,8 @@ def _tensor_row(spec: ModelSpec, folders: Folders, group: str, refs: list[tuple[
     except Exception as err:  # truncated download, not a safetensors file
         return Row(name, False, f"unreadable safetensors header: {type(err).__name__}: {err}")
     problems = []
-    for label, expected in refs:
-        missing = sorted(set(expected) - set(found))
+    for label, expected, optional in refs:
+        missing = sorted(set(expected) - set(found) - optional)
         unexpected = sorted(k for k in set(found) - set(expected) if not any(p.search(k) for p in ignored))
         shapes = [f"{k} {found[k][0]} ≠ {expected[k]}" for k in sorted(set(expected) & set(found))
                   if list(found[k][0]) != list(expected[k])]
@@ -275,7 +276,7 @@ def _tensor_row(spec: ModelSpec, folders: Folders, group: str, refs: list[tuple[
     dtypes = sorted({dtype for _, dtype in found.values()})
     if problems:
         return Row(name, False, "; ".join(problems))
-    against = " and ".join(label for label, _ in refs) or "no reference (headers only)"
+    against = " and ".join(label for label, _, _ in refs) or "no reference (headers only)"
     return Row(name, True, f"{len(found)} tensors in {len(files)} file(s) ({', '.join(dtypes)}) match {against}")
 
 

@@ -17,6 +17,7 @@ sampled tokens and the denoising steps, and both loops stop at the next token or
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -39,6 +40,7 @@ class Blip3oAdapter(Adapter):
         "@sana/transformer": "diffusers:SanaTransformer2DModel",
         "@sana/vae": "diffusers:AutoencoderDC",
     }
+    checkpoint_ignored = (re.compile(r"^model\.vision_tower\."),)  # TA-Tok: not used for generation
     checkpoint_files = ("generation_config.json", "tokenizer_config.json", "@sana/scheduler/scheduler_config.json")
     special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
         "": ("<|im_start|>", "<|im_end|>", "<im_start>", "<im_end>", "<S0>", "<I0>"),
