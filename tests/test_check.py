@@ -111,6 +111,14 @@ def test_component_tensor_fails_its_own_group(tiny_catalog, tmp_path):
     assert _failed(report) == {"tensors @sana/vae"}, report.table()
 
 
+def test_quick_mode_skips_the_meta_build(janus):
+    spec, folder = janus
+    _rewrite(folder / "model.safetensors", lambda t: t.pop("lm_head.weight"))
+    assert not check_model(spec, folder).row("tensors .").ok
+    quick = check_model(spec, folder, meta=False)  # no manifest for a twin: headers are only read
+    assert quick.row("tensors .").ok and "headers only" in quick.row("tensors .").detail
+
+
 def test_truncated_download_fails_disk_row(janus):
     spec, folder = janus
     report = check_model(spec.replace(weight_bytes=spec.weight_bytes * 10), folder)
@@ -129,3 +137,14 @@ def test_cli_exit_code(janus, capsys):
     assert "tensors ." in capsys.readouterr().out
     assert main(["check", "janus-pro-1b", "--path", str(folder / "nowhere")]) == 1
     assert "not downloaded" in capsys.readouterr().out
+
+
+def test_fetch_runs_the_check_after_downloading(tiny_catalog, monkeypatch, capsys):
+    import umm.api
+    import umm.hub
+
+    monkeypatch.setattr(umm.api, "full_catalog", lambda demo=None: tiny_catalog)
+    monkeypatch.setattr(umm.hub, "fetch", lambda spec: [spec.repo])
+    assert main(["fetch", "tiny-janus"]) == 0
+    out = capsys.readouterr().out
+    assert "tensors ." in out and "✓ tiny-janus: snapshot complete" in out

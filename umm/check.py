@@ -179,8 +179,13 @@ def expected_files(cls: type, manifest: dict[str, Any] | None) -> list[str]:
 
 
 # -- the check ---------------------------------------------------------------------------------
-def check_model(spec: ModelSpec, path: Path | str | None = None, *, memory: bool = True) -> CheckReport:
-    """Inspect a snapshot (``path``, else the pinned one in the HF cache) without loading weights."""
+def check_model(spec: ModelSpec, path: Path | str | None = None, *, memory: bool = True,
+                meta: bool = True) -> CheckReport:
+    """Inspect a snapshot (``path``, else the pinned one in the HF cache) without loading weights.
+
+    ``meta=False`` skips building the adapter's modules on meta (a second or more at full size) and
+    compares the headers with the manifest only: cheap enough for a page that lists every model.
+    """
     from umm.registry import adapter_class
 
     cls = adapter_class(spec.family)
@@ -196,7 +201,7 @@ def check_model(spec: ModelSpec, path: Path | str | None = None, *, memory: bool
                            + (f"; manifest {manifest_path(spec.id).name}" if manifest else "")))
     report.rows.append(_files_row(folders, expected_files(cls, manifest)))
     report.rows.append(_configs_row(folders, expected_files(cls, manifest)))
-    report.rows.extend(_tensor_rows(spec, cls, folders, manifest))
+    report.rows.extend(_tensor_rows(spec, cls, folders, manifest, meta))
     report.rows.extend(_pickle_rows(spec, folders))
     report.rows.extend(_tokenizer_rows(folders, cls.special_tokens))
     report.rows.append(_disk_row(spec, folders))
@@ -228,12 +233,13 @@ def _configs_row(folders: Folders, files: list[str]) -> Row:
     return Row("configs", True, f"{count} JSON files parse")
 
 
-def _tensor_rows(spec: ModelSpec, cls: type, folders: Folders, manifest: dict[str, Any] | None) -> Iterator[Row]:
+def _tensor_rows(spec: ModelSpec, cls: type, folders: Folders, manifest: dict[str, Any] | None,
+                 meta: bool = True) -> Iterator[Row]:
     references: dict[str, list[tuple[str, NamesShapes, set[str]]]] = {}
     for group in cls.checkpoint_groups():
         references.setdefault(group, [])
     try:
-        for group, expected in cls.expected_tensors(folders).items():
+        for group, expected in (cls.expected_tensors(folders) if meta else {}).items():
             references.setdefault(group, []).append(("model on meta", expected, set()))
     except Exception as err:  # a config that does not build the adapter's classes
         yield Row("model", False, f"the configs do not build the adapter's modules: {type(err).__name__}: "
