@@ -44,6 +44,15 @@ def _small(spec, capability):
 
 
 @pytest.mark.parametrize("model_id", IDS)
+def test_umm_check_passes_on_the_twin(tiny_catalog, model_id):
+    """`umm check` on the twin: files, configs, safetensors headers vs the adapter's modules on meta, tokens."""
+    from umm.check import check_model
+
+    report = check_model(tiny_catalog.get(model_id))
+    assert report.ok, report.table()
+
+
+@pytest.mark.parametrize("model_id", IDS)
 def test_capabilities_match_implemented_methods(tiny_catalog, model_id):
     spec = tiny_catalog.get(model_id)
     cls = adapter_class(spec.family)

@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
         "convert", help="turn a model's official pickle files into safetensors (torch.load weights_only=True)"
     )
     converter.add_argument("models", nargs="+", metavar="MODEL")
+    checker = sub.add_parser(
+        "check", help="inspect a downloaded snapshot without loading weights (exit 0 only when every row passes)"
+    )
+    checker.add_argument("models", nargs="+", metavar="MODEL")
+    checker.add_argument("--path", help="a folder holding the snapshot (default: the pinned one in the HF cache)")
     lister = sub.add_parser("list", help="list catalog models")
     lister.add_argument("--capability", choices=["understand", "generate", "edit"])
 
@@ -72,7 +77,8 @@ def _run(args: argparse.Namespace) -> int:
     from umm.api import full_catalog
     from umm.catalog import load_app_config
 
-    demo = args.demo or getattr(args, "model", "").startswith("tiny-")
+    demo = args.demo or getattr(args, "model", "").startswith("tiny-") or any(
+        m.startswith("tiny-") for m in getattr(args, "models", ()))
     catalog = full_catalog(demo)
     if args.command == "table":
         from umm.catalog import load_catalog, markdown_table
@@ -90,7 +96,19 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{spec.id}: {path}")
             if spec.convert:
                 print(f"{spec.id}: ships pickle files; run `python -m umm convert {spec.id}` once to use them.")
+            from umm.check import check_model
+
+            print(check_model(spec).table())
         return 0
+    if args.command == "check":
+        from umm.check import check_model
+
+        ok = True
+        for model_id in args.models:
+            report = check_model(catalog.get(model_id), args.path)
+            print(report.table())
+            ok = ok and report.ok
+        return 0 if ok else 1
     if args.command == "convert":
         from umm.convert import convert_model
 

@@ -26,6 +26,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -47,6 +48,11 @@ VIT_TRANSFORM = (980, 224, 14)
 
 class BagelAdapter(Adapter):
     family = "bagel"
+    checkpoint_modules: ClassVar[dict[str, str]] = {"ema.safetensors": "", "ae.safetensors": ""}
+    checkpoint_files = ("llm_config.json", "vit_config.json", "tokenizer_config.json")
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"),
+    }
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, ClassVar
@@ -31,6 +32,11 @@ class Adapter:
     """Base class; subclasses set ``family`` and implement ``load`` plus their capabilities."""
 
     family: ClassVar[str] = ""
+    # What ``umm check`` expects of a snapshot (paths as in the tiny twin; "@name/..." is a component):
+    checkpoint_modules: ClassVar[dict[str, str]] = {}  # tensor group -> "module:Class" built from its config
+    checkpoint_files: ClassVar[tuple[str, ...]] = ()  # other files the loader reads
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {}  # tokenizer folder -> tokens the adapter uses
+    checkpoint_ignored: ClassVar[tuple[re.Pattern, ...]] = ()  # tensor names the loader drops on purpose
 
     def __init__(self, spec: ModelSpec) -> None:
         self.spec = spec
@@ -100,6 +106,19 @@ class Adapter:
         """Write a tiny random checkpoint of the real architecture, laid out like the hub repo."""
         raise NotImplementedError
 
+    # -- snapshot checks (umm check) -------------------------------------------------------
+    @classmethod
+    def checkpoint_groups(cls) -> dict[str, str]:
+        return dict(cls.checkpoint_modules)
+
+    @classmethod
+    def expected_tensors(cls, folders: dict[str | None, Path | None]) -> dict[str, dict[str, list[int]]]:
+        """Tensor names/shapes per group of the modules the adapter builds, on meta, from the snapshot's configs."""
+        from umm.check import meta_tensors, resolve
+
+        return {group: meta_tensors(target, resolve(folders, group))
+                for group, target in cls.checkpoint_groups().items() if target}
+
     # -- helpers shared by adapters --------------------------------------------------------
     def pretrained_kwargs(self, component: str | None = None) -> dict[str, Any]:
         """Arguments every ``from_pretrained`` call gets: pinned revision, safetensors only."""
@@ -154,6 +173,11 @@ class TransformersAdapter(Adapter):
     model_class: ClassVar[str] = ""  # a transformers class name, imported at load time
     processor_class: ClassVar[str] = ""
     system_prompt: ClassVar[str | None] = None  # prepended as a system turn in chats
+    checkpoint_files = ("config.json", "tokenizer_config.json")
+
+    @classmethod
+    def checkpoint_groups(cls) -> dict[str, str]:
+        return dict(cls.checkpoint_modules) or {"": f"transformers:{cls.model_class}"}
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

@@ -17,9 +17,10 @@ sampled tokens and the denoising steps, and both loops stop at the next token or
 from __future__ import annotations
 
 import inspect
+import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,6 +35,16 @@ SCALE = 0  # upstream inference.py: scale 0, i.e. <S0> and 27x27 = 729 TA-Tok to
 
 class Blip3oAdapter(Adapter):
     family = "blip3o"
+    checkpoint_modules: ClassVar[dict[str, str]] = {
+        "": "",
+        "@sana/transformer": "diffusers:SanaTransformer2DModel",
+        "@sana/vae": "diffusers:AutoencoderDC",
+    }
+    checkpoint_ignored = (re.compile(r"^model\.vision_tower\."),)  # TA-Tok: not used for generation
+    checkpoint_files = ("generation_config.json", "tokenizer_config.json", "@sana/scheduler/scheduler_config.json")
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("<|im_start|>", "<|im_end|>", "<im_start>", "<im_end>", "<S0>", "<I0>"),
+    }
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

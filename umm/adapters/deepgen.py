@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -46,6 +47,17 @@ EDIT_NEGATIVE_PROMPT = (
 
 class DeepGenAdapter(Adapter):
     family = "deepgen"
+    checkpoint_modules: ClassVar[dict[str, str]] = {
+        "vlm": "transformers:Qwen2_5_VLForConditionalGeneration",
+        "connector": "",
+        "transformer": "diffusers:SD3Transformer2DModel",
+        "vae": "diffusers:AutoencoderKL",
+    }
+    checkpoint_files = ("model_index.json", "prompt_template.json", "scheduler/scheduler_config.json",
+                        "tokenizer/tokenizer_config.json")
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "tokenizer": ("<|image_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"),
+    }
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)

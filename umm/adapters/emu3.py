@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -55,6 +56,10 @@ class Emu3Adapter(TransformersAdapter):
     family = "emu3"
 
     model_class = "Emu3ForConditionalGeneration"
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("<image>", "<|image start|>", "<|image end|>", "<|image token|>", "<|extra_201|>", "<|extra_200|>",
+             "<|visual token 000000|>"),
+    }
     processor_class = "Emu3Processor"
     system_prompt = SYSTEM_PROMPT
 

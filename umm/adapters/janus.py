@@ -12,6 +12,7 @@ import functools
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -25,6 +26,9 @@ from umm.types import GenerateRequest, ImageResult, UnderstandRequest
 class JanusAdapter(TransformersAdapter):
     family = "janus"
     model_class = "JanusForConditionalGeneration"
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "": ("<image_placeholder>", "<begin_of_image>", "<end_of_image>"),
+    }
     processor_class = "JanusProcessor"
 
     # -- understanding ---------------------------------------------------------------------

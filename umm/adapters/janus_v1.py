@@ -63,6 +63,13 @@ CHAT_TEMPLATE = (
 )
 
 
+# Original tensors the loader drops on purpose.
+_DROPPED = (
+    re.compile(r"^vision_model\.vision_tower\.attn_pool\."),  # SigLIP pooling head; Janus uses patch tokens
+    re.compile(r"^gen_vision_model\.quantize\.codebook_used$"),  # training statistic
+)
+
+
 class JanusV1Adapter(JanusAdapter):
     family = "janus-v1"
 
@@ -93,6 +100,21 @@ class JanusV1Adapter(JanusAdapter):
             self.model = model.to(device).eval()
             self.processor = processor
         self.device, self.dtype = torch.device(device), dtype
+
+    checkpoint_files = tuple(f for f in REPO_FILES if not f.endswith(".safetensors"))
+    checkpoint_ignored = _DROPPED
+
+    @classmethod
+    def expected_tensors(cls, folders: dict) -> dict[str, dict[str, list[int]]]:
+        """The native model built on meta from the original config, in the original parameter naming."""
+        from accelerate import init_empty_weights
+        from transformers import JanusForConditionalGeneration
+
+        root = folders[None]
+        original = json.loads((root / "config.json").read_text(encoding="utf-8"))
+        with init_empty_weights():
+            model = JanusForConditionalGeneration(janus_config(original, build_processor(root, original).tokenizer))
+        return {"": {k: list(v.shape) for k, v in hf_to_original(model.state_dict()).items()}}
 
     def _repo_dir(self) -> Path:
         """The local directory holding the repo's files (the hub cache snapshot for hub repos)."""
@@ -332,10 +354,6 @@ def janus_config(original: dict[str, Any], tokenizer):
 # -- weight names ----------------------------------------------------------------------------
 # Original (janus/models/modeling_vlm.py, siglip_vit.py, vq_model.py, projector.py) -> transformers.
 # Each rule: (pattern on the original key, replacement); a key no rule matches is an error.
-_DROPPED = (
-    re.compile(r"^vision_model\.vision_tower\.attn_pool\."),  # SigLIP pooling head; Janus uses patch tokens
-    re.compile(r"^gen_vision_model\.quantize\.codebook_used$"),  # training statistic
-)
 _PREFIXES = (
     (r"^language_model\.model\.", "model.language_model."),
     (r"^language_model\.lm_head\.", "lm_head."),

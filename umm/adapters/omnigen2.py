@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -51,6 +51,16 @@ IMAGE_TOKEN = "<|image_pad|>"
 
 class OmniGen2Adapter(Adapter):
     family = "omnigen2"
+    checkpoint_modules: ClassVar[dict[str, str]] = {
+        "mllm": "transformers:Qwen2_5_VLForConditionalGeneration",
+        "transformer": "umm.ports.omnigen2:OmniGen2Transformer2DModel",
+        "vae": "diffusers:AutoencoderKL",
+    }
+    checkpoint_files = ("model_index.json", "scheduler/scheduler_config.json", "processor/tokenizer_config.json",
+                        "processor/preprocessor_config.json")
+    special_tokens: ClassVar[dict[str, tuple[str, ...]]] = {
+        "processor": (IMAGE_TOKEN, "<|vision_start|>", "<|vision_end|>", "<|im_start|>", "<|im_end|>"),
+    }
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__(spec)
