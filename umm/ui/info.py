@@ -139,11 +139,25 @@ def table(manager: ModelManager) -> list[list[str]]:
             parameters_text(spec),
             size_text(spec.weight_bytes),
             spec.license,
+            check_text(manager, spec),
         ])
     return rows
 
 
-TABLE_HEADERS = ["id", "name", "status", "family", "capabilities", "parameters", "weights", "license"]
+TABLE_HEADERS = ["id", "name", "status", "family", "capabilities", "parameters", "weights", "license", "check"]
+
+
+def check_text(manager: ModelManager, spec: ModelSpec) -> str:
+    """``umm check``'s verdict on a downloaded snapshot (files, configs, tensor headers; no weights read)."""
+    if not runnable(manager, spec.id):
+        return "—"
+    from umm.check import check_model
+
+    try:
+        verdict = check_model(spec, memory=False, meta=False).verdict
+    except Exception as err:  # a check must never break the page
+        return f"✗ check failed: {type(err).__name__}: {err}"
+    return verdict.replace(f" {spec.id}:", "", 1)
 
 
 def no_editor_notice(manager: ModelManager) -> str:
