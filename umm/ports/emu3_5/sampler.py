@@ -1,0 +1,212 @@
+"""Emu3.5's token sampler: text, forced image headers and rows, and log-softmax CFG on visual tokens.
+
+This is upstream's HF path (``generate`` plus the
+``UnbatchedClassifierFreeGuidanceLogitsForVisualTokenWithDifferentialTopKProcessor``, unconditional
+type ``no_text``) written as one loop with two KV caches, so that every token is one
+``control.step`` (progress + cancel) and one ``torch.multinomial`` draw from the request's generator
+-- forced tokens included, exactly as upstream draws them. The rules (golden README section 4.4):
+
+* mode 0, text: raw logits with every visual id masked; text (temperature, top-k, top-p);
+* mode 1, image header after ``<|image start|>``: the ``h*w`` digits of a known size, or, in "auto"
+  size, digits 1-9 / 0-9 / ``*`` position by position (two-digit h and w); then ``<|image token|>``;
+* mode 2, a visual token: ``log_softmax(u) + s * (log_softmax(c) - log_softmax(u))`` with every
+  non-visual id masked, where ``u`` comes from the unconditional context, which sees the image
+  tokens but never the generated text;
+* mode 3 / 4, the forced end of a row / of the image.
+
+Modes 1-4 use the image settings. The unconditional branch runs at every image step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn import functional as F
+
+TEXT, HEADER, VISUAL, ROW_END, IMAGE_END = range(5)
+
+
+@dataclass(frozen=True)
+class Settings:
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+
+
+@dataclass
+class Trace:
+    """Per-step records for parity tests (only kept when asked for)."""
+
+    modes: list[int] = field(default_factory=list)
+    cond_logits: list[torch.Tensor] = field(default_factory=list)
+    uncond_logits: list[torch.Tensor | None] = field(default_factory=list)
+    uncond_used: list[bool] = field(default_factory=list)
+    uncond_len: list[int] = field(default_factory=list)
+    scores: list[torch.Tensor] = field(default_factory=list)
+    uncond_ids: list[int] = field(default_factory=list)
+
+
+def filter_scores(x: torch.Tensor, s: Settings) -> torch.Tensor:
+    """Temperature, then top-k (ties kept), then top-p keeping the token that crosses p."""
+    if s.temperature != 1.0:
+        x = x / s.temperature
+    if 0 < s.top_k < x.shape[-1]:
+        kth = torch.topk(x, s.top_k).values[-1]
+        x = x.masked_fill(x < kth, float("-inf"))
+    if s.top_p < 1.0:
+        ordered, order = torch.sort(x, descending=True)
+        cum = ordered.softmax(-1).cumsum(-1)
+        drop = cum > s.top_p
+        drop[1:] = drop[:-1].clone()
+        drop[0] = False
+        x = x.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return x
+
+
+class _Branch:
+    """One token context with its KV cache; ``feed`` appends ids and returns the last logits (fp32)."""
+
+    def __init__(self, model, ids: list[int], device: torch.device) -> None:
+        from transformers import DynamicCache
+
+        self.model, self.device = model, device
+        self.ids: list[int] = []
+        self.pending: list[int] = list(ids)
+        self.cache = DynamicCache(config=model.config)
+
+    def feed(self, ids: list[int] = ()) -> torch.Tensor:
+        self.pending.extend(ids)
+        chunk = torch.tensor([self.pending], device=self.device)
+        out = self.model(input_ids=chunk, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        self.ids.extend(self.pending)
+        self.pending = []
+        return out.logits[0, -1].float()
+
+
+def _last(seq: list[int], token: int) -> int:
+    for i in range(len(seq) - 1, -1, -1):
+        if seq[i] == token:
+            return i
+    return -1
+
+
+def parse_hw(seq: list[int], boi: int, img: int, digits: dict[int, str]) -> tuple[int, int] | None:
+    """The ``h*w`` of the last ``<|image start|> h*w <|image token|>`` header in ``seq``."""
+    end = _last(seq, img)
+    start = _last(seq[:end], boi) if end >= 0 else -1
+    if start < 0:
+        return None
+    text = "".join(digits.get(t, "?") for t in seq[start + 1 : end])
+    h, _, w = text.partition("*")
+    return (int(h), int(w)) if h.isdigit() and w.isdigit() else None
+
+
+@torch.inference_mode()
+def sample(
+    model,
+    tokenizer,
+    cond_ids: list[int],
+    uncond_ids: list[int],
+    *,
+    guidance_scale: float,
+    text: Settings,
+    image: Settings,
+    max_new_tokens: int,
+    generator: torch.Generator,
+    target_hw: tuple[int, int] | None = None,
+    stop_at_image_end: bool = False,
+    allow_images: bool = True,
+    step: Callable[[int, int], None] | None = None,
+    total: int | None = None,
+    trace: Trace | None = None,
+) -> list[int]:
+    """Generate up to ``max_new_tokens`` ids after ``cond_ids`` (which may end in ``<|image start|>``)."""
+    ids = tokenizer.ids
+    boi, img, eoi, eos, bov = ids["BOI"], ids["IMG"], ids["EOI"], ids["EOS"], tokenizer.bov
+    digit_ids = tokenizer.digit_ids
+    digits = {v: k for k, v in digit_ids.items()}
+    device = model.device
+    vocab = model.config.vocab_size
+    hw = target_hw or parse_hw(uncond_ids, boi, img, digits)  # X2I: the last reference's size
+    cond = _Branch(model, cond_ids, device)
+    uncond = _Branch(model, uncond_ids, device) if allow_images else None
+    in_image = in_visual = False
+    seq = list(cond_ids)
+    out: list[int] = []
+    visual_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
+    visual_mask[bov:] = True
+    total = total or max_new_tokens
+    for t in range(max_new_tokens):
+        c = cond.feed()
+        u = ran = None
+        last = seq[-1]
+        if last == boi:
+            in_image = True
+        if last == eoi and uncond is not None:
+            in_image = in_visual = False
+            ran = uncond.feed([eoi])  # keeps the unconditional cache in step; the logits are unused
+        if in_image:
+            u = ran = uncond.feed([last])
+            if in_visual:
+                v = len(seq) - _last(seq, img)
+                h, w = hw
+                mode = IMAGE_END if v == h * (w + 1) else ROW_END if v % (w + 1) == 0 else VISUAL
+            elif last == img:
+                in_visual = True
+                hw = hw or parse_hw(seq, boi, img, digits)
+                mode = VISUAL
+            else:
+                mode = HEADER
+            if mode == VISUAL:
+                x = F.log_softmax(u, -1) + guidance_scale * (F.log_softmax(c, -1) - F.log_softmax(u, -1))
+                x = x.masked_fill(~visual_mask, float("-inf"))
+            else:
+                allowed = _forced(mode, len(seq) - _last(seq, boi), hw, tokenizer, digit_ids)
+                x = torch.full_like(c, float("-inf"))
+                x[allowed] = c[allowed]
+            settings = image
+        else:
+            mode = TEXT
+            x = c.masked_fill(visual_mask, float("-inf"))
+            if not allow_images:
+                x[boi] = float("-inf")
+            settings = text
+        x = filter_scores(x, settings)
+        token = int(torch.multinomial(x.softmax(-1), 1, generator=generator))
+        if trace is not None:
+            trace.modes.append(mode)
+            trace.cond_logits.append(c)
+            trace.uncond_logits.append(ran if ran is not None else torch.zeros_like(c))
+            trace.uncond_used.append(mode == VISUAL)
+            trace.uncond_len.append(len(uncond.ids) if ran is not None else 0)
+            trace.scores.append(x)
+        out.append(token)
+        seq.append(token)
+        cond.pending.append(token)
+        if step is not None:
+            step(t + 1, total)
+        if token == eos or (stop_at_image_end and token == eoi):
+            break
+    if trace is not None and uncond is not None:
+        trace.uncond_ids = uncond.ids + uncond.pending
+    return out
+
+
+def _forced(mode: int, k: int, hw, tokenizer, digit_ids: dict[str, int]) -> list[int]:
+    ids = tokenizer.ids
+    if mode == IMAGE_END:
+        return [ids["EOI"]]
+    if mode == ROW_END:
+        return [ids["EOL"]]
+    if hw is not None:  # k = 1 right after <|image start|>
+        header = tokenizer.encode(f"{hw[0]}*{hw[1]}")
+        return [header[k - 1]] if k <= len(header) else [ids["IMG"]]
+    if k in (1, 4):
+        return [digit_ids[d] for d in "123456789"]
+    if k in (2, 5):
+        return [digit_ids[d] for d in "0123456789"]
+    if k == 3:
+        return [digit_ids["*"]]
+    return [ids["IMG"]]
