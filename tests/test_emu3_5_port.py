@@ -134,7 +134,7 @@ def test_prompt_layout_in_real_ids(tmp_path, meta):
         assert tok.encode(f"{h}*{w}") == ids
 
 
-def _run_trace(llm, tok, meta, name):
+def _run_trace(llm, tok, meta, name, static_cache=False):
     case = load_file(GOLDEN / f"case_{name}.safetensors")
     spec = meta["traces"][name]
     params = spec["sampling_params"]
@@ -146,15 +146,17 @@ def _run_trace(llm, tok, meta, name):
         text=Settings(params["text_temperature"], params["text_top_k"], params["text_top_p"]),
         image=Settings(params["image_temperature"], params["image_top_k"], params["image_top_p"]),
         max_new_tokens=params["max_new_tokens"], generator=torch.Generator().manual_seed(spec["seed"]),
-        target_hw=target, trace=trace,
+        target_hw=target, trace=trace, static_cache=static_cache,
     )
     return case, spec, out, trace
 
 
-@pytest.mark.parametrize("name", ["t2i", "x2i", "t2i_auto"])
-def test_sampling_trace_matches(llm, vq, tiny_tokenizer, meta, name):
+@pytest.mark.parametrize(("name", "static_cache"), [("t2i", False), ("x2i", False), ("t2i_auto", False),
+                                                   ("t2i", True)])
+def test_sampling_trace_matches(llm, vq, tiny_tokenizer, meta, name, static_cache):
+    """Every trace with the dynamic KV cache, and T2I again with the static cache served on GPUs."""
     tok = tiny_tokenizer
-    case, spec, out, trace = _run_trace(llm, tok, meta, name)
+    case, spec, out, trace = _run_trace(llm, tok, meta, name, static_cache)
     # the prompts: upstream's strings, byte tokens in the tiny vocabulary, plus the forced <|image start|>
     assert [*tok.encode(spec["prompt"]), tok.ids["BOI"]] == case["input_ids"].tolist()
     assert tok.encode(spec["uncond_prompt"]) == case["uncond_ids"].tolist()

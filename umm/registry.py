@@ -13,6 +13,7 @@ FAMILIES: dict[str, str] = {
     "janus-v1": "umm.adapters.janus_v1:JanusV1Adapter",
     "emu3": "umm.adapters.emu3:Emu3Adapter",
     "omnigen2": "umm.adapters.omnigen2:OmniGen2Adapter",
+    "emu3_5": "umm.adapters.emu3_5:Emu35Adapter",
 }
 
 

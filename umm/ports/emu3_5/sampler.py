@@ -19,7 +19,7 @@ Modes 1-4 use the image settings. The unconditional branch runs at every image s
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -50,7 +50,7 @@ class Trace:
 
 def filter_scores(x: torch.Tensor, s: Settings) -> torch.Tensor:
     """Temperature, then top-k (ties kept), then top-p keeping the token that crosses p."""
-    if s.temperature != 1.0:
+    if s.temperature not in (0.0, 1.0):
         x = x / s.temperature
     if 0 < s.top_k < x.shape[-1]:
         kth = torch.topk(x, s.top_k).values[-1]
@@ -68,18 +68,27 @@ def filter_scores(x: torch.Tensor, s: Settings) -> torch.Tensor:
 class _Branch:
     """One token context with its KV cache; ``feed`` appends ids and returns the last logits (fp32)."""
 
-    def __init__(self, model, ids: list[int], device: torch.device) -> None:
-        from transformers import DynamicCache
+    def __init__(self, model, ids: list[int], device: torch.device, static_len: int | None = None) -> None:
+        from transformers import DynamicCache, StaticCache
 
         self.model, self.device = model, device
         self.ids: list[int] = []
         self.pending: list[int] = list(ids)
-        self.cache = DynamicCache(config=model.config)
+        # A static cache is allocated once for the whole run (no per-token re-allocation on GPUs).
+        self.cache = (
+            StaticCache(config=model.config, max_cache_len=static_len)
+            if static_len
+            else DynamicCache(config=model.config)
+        )
 
+    @torch.inference_mode()
     def feed(self, ids: list[int] = ()) -> torch.Tensor:
         self.pending.extend(ids)
         chunk = torch.tensor([self.pending], device=self.device)
-        out = self.model(input_ids=chunk, past_key_values=self.cache, use_cache=True, logits_to_keep=1)
+        position = torch.arange(len(self.ids), len(self.ids) + len(self.pending), device=self.device)
+        out = self.model(
+            input_ids=chunk, past_key_values=self.cache, use_cache=True, logits_to_keep=1, cache_position=position
+        )
         self.ids.extend(self.pending)
         self.pending = []
         return out.logits[0, -1].float()
@@ -103,8 +112,12 @@ def parse_hw(seq: list[int], boi: int, img: int, digits: dict[int, str]) -> tupl
     return (int(h), int(w)) if h.isdigit() and w.isdigit() else None
 
 
-@torch.inference_mode()
-def sample(
+def sample(model, tokenizer, cond_ids: list[int], uncond_ids: list[int], **kwargs) -> list[int]:
+    """Generate up to ``max_new_tokens`` ids after ``cond_ids`` (see :func:`iter_sample`)."""
+    return list(iter_sample(model, tokenizer, cond_ids, uncond_ids, **kwargs))
+
+
+def iter_sample(
     model,
     tokenizer,
     cond_ids: list[int],
@@ -117,12 +130,21 @@ def sample(
     generator: torch.Generator,
     target_hw: tuple[int, int] | None = None,
     stop_at_image_end: bool = False,
+    start_image: bool = False,
     allow_images: bool = True,
     step: Callable[[int, int], None] | None = None,
     total: int | None = None,
     trace: Trace | None = None,
-) -> list[int]:
-    """Generate up to ``max_new_tokens`` ids after ``cond_ids`` (which may end in ``<|image start|>``)."""
+    static_cache: bool = False,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` ids after ``cond_ids`` (which may end in ``<|image start|>``).
+
+    ``start_image`` forces ``<|image start|>`` as the first token (drawn like every forced token, so
+    the generator consumes what upstream's does whenever the model itself starts with the image);
+    ``allow_images=False`` keeps a chat in text (no ``<|image start|>``, no unconditional branch).
+    ``step(done, total)`` runs after every token: progress, and the point where a cancel lands.
+    ``static_cache`` preallocates both KV caches for the whole run (what serving on a GPU uses).
+    """
     ids = tokenizer.ids
     boi, img, eoi, eos, bov = ids["BOI"], ids["IMG"], ids["EOI"], ids["EOS"], tokenizer.bov
     digit_ids = tokenizer.digit_ids
@@ -130,11 +152,12 @@ def sample(
     device = model.device
     vocab = model.config.vocab_size
     hw = target_hw or parse_hw(uncond_ids, boi, img, digits)  # X2I: the last reference's size
-    cond = _Branch(model, cond_ids, device)
-    uncond = _Branch(model, uncond_ids, device) if allow_images else None
+    cond = _Branch(model, cond_ids, device, static_cache and len(cond_ids) + max_new_tokens)
+    uncond = _Branch(model, uncond_ids, device, static_cache and len(uncond_ids) + max_new_tokens + 1) if (
+        allow_images
+    ) else None
     in_image = in_visual = False
     seq = list(cond_ids)
-    out: list[int] = []
     visual_mask = torch.zeros(vocab, dtype=torch.bool, device=device)
     visual_mask[bov:] = True
     total = total or max_new_tokens
@@ -167,6 +190,10 @@ def sample(
                 x = torch.full_like(c, float("-inf"))
                 x[allowed] = c[allowed]
             settings = image
+        elif start_image and t == 0:
+            mode, settings = HEADER, image
+            x = torch.full_like(c, float("-inf"))
+            x[boi] = c[boi]
         else:
             mode = TEXT
             x = c.masked_fill(visual_mask, float("-inf"))
@@ -174,7 +201,10 @@ def sample(
                 x[boi] = float("-inf")
             settings = text
         x = filter_scores(x, settings)
-        token = int(torch.multinomial(x.softmax(-1), 1, generator=generator))
+        if settings.temperature <= 0:  # greedy
+            token = int(x.argmax())
+        else:
+            token = int(torch.multinomial(x.softmax(-1), 1, generator=generator))
         if trace is not None:
             trace.modes.append(mode)
             trace.cond_logits.append(c)
@@ -182,16 +212,15 @@ def sample(
             trace.uncond_used.append(mode == VISUAL)
             trace.uncond_len.append(len(uncond.ids) if ran is not None else 0)
             trace.scores.append(x)
-        out.append(token)
         seq.append(token)
         cond.pending.append(token)
+        if trace is not None and uncond is not None:
+            trace.uncond_ids = uncond.ids + uncond.pending
+        yield token
         if step is not None:
             step(t + 1, total)
         if token == eos or (stop_at_image_end and token == eoi):
             break
-    if trace is not None and uncond is not None:
-        trace.uncond_ids = uncond.ids + uncond.pending
-    return out
 
 
 def _forced(mode: int, k: int, hw, tokenizer, digit_ids: dict[str, int]) -> list[int]:
