@@ -134,7 +134,7 @@ def test_prompt_layout_in_real_ids(tmp_path, meta):
         assert tok.encode(f"{h}*{w}") == ids
 
 
-def _run_trace(llm, tok, meta, name, static_cache=False):
+def _run_trace(llm, tok, meta, name, static_cache=False, **kwargs):
     case = load_file(GOLDEN / f"case_{name}.safetensors")
     spec = meta["traces"][name]
     params = spec["sampling_params"]
@@ -146,7 +146,7 @@ def _run_trace(llm, tok, meta, name, static_cache=False):
         text=Settings(params["text_temperature"], params["text_top_k"], params["text_top_p"]),
         image=Settings(params["image_temperature"], params["image_top_k"], params["image_top_p"]),
         max_new_tokens=params["max_new_tokens"], generator=torch.Generator().manual_seed(spec["seed"]),
-        target_hw=target, trace=trace, static_cache=static_cache,
+        target_hw=target, trace=trace, static_cache=static_cache, **kwargs,
     )
     return case, spec, out, trace
 
@@ -181,6 +181,34 @@ def test_sampling_trace_matches(llm, vq, tiny_tokenizer, meta, name, static_cach
         with torch.no_grad():
             image = to_image(vq.decode(codes[None])[0])
         assert _u8(image, case["decoded_image_uint8"]) <= 1
+
+
+@pytest.mark.parametrize(("name", "static_cache"), [("t2i", False), ("x2i", False), ("t2i", True)])
+def test_batched_cfg_matches_up_to_the_image_end(llm, tiny_tokenizer, meta, name, static_cache):
+    """Both branches in one batch-2 forward (left padding, 4-D mask): the same trace up to <|image end|>."""
+    case, _, out, trace = _run_trace(llm, tiny_tokenizer, meta, name, static_cache, batched=True,
+                                     stop_at_image_end=True)
+    n = len(out)
+    assert out[-1] == tiny_tokenizer.ids["EOI"] and out == case["generated_ids"].tolist()[:n]
+    scores, ref = torch.stack(trace.scores), case["step_scores"][:n]
+    finite = torch.isfinite(ref)
+    assert torch.equal(torch.isfinite(scores), finite)
+    assert _diff(scores[finite], ref[finite]) <= TOL
+    assert _diff(torch.stack(trace.uncond_logits), case["step_uncond_logits"][:n]) <= TOL
+    assert trace.uncond_len == case["step_uncond_len"].tolist()[:n]
+
+
+def test_forced_image_start_is_the_same_batched_or_not(llm, tiny_tokenizer, meta):
+    """The adapter's path: the prompt without <|image start|>, which is then forced as the first token."""
+    case = load_file(GOLDEN / "case_t2i.safetensors")
+    kwargs = dict(guidance_scale=5.0, text=Settings(), image=Settings(1.0, 16, 0.9), max_new_tokens=30,
+                  target_hw=(3, 4), start_image=True, stop_at_image_end=True)
+    prompt, uncond = case["input_ids"].tolist()[:-1], case["uncond_ids"].tolist()
+    runs = [sample(llm, tiny_tokenizer, prompt, uncond, generator=torch.Generator().manual_seed(s), batched=b, **kwargs)
+            for b in (False, True) for s in (1, 2)]
+    assert runs[0] == runs[2] and runs[1] == runs[3] and runs[0] != runs[1]
+    assert runs[0][0] == tiny_tokenizer.ids["BOI"] and runs[0][-1] == tiny_tokenizer.ids["EOI"]
+    assert len(runs[0]) == 1 + 4 + 3 * 5  # <|image start|>, "3*4" + <|image token|>, 3 rows + ends
 
 
 def test_x2i_reference_and_prompts(vq, tiny_tokenizer, meta):

@@ -204,7 +204,7 @@ class Emu35Adapter(Adapter):
                 self.llm, tok, cond_ids, uncond_ids, guidance_scale=float(params["guidance_scale"]),
                 text=settings, image=settings, max_new_tokens=min(per_image, limit), generator=generator,
                 target_hw=hw, start_image=True, stop_at_image_end=True, total=per_image * n,
-                static_cache=self.device.type == "cuda" and not self.offloaded,
+                static_cache=self.device.type == "cuda" and not self.offloaded, batched=True,
                 step=lambda done, total, i=i: control.step(i * per_image + done, total, "tokens"),
             ))
             control.check()
