@@ -11,13 +11,15 @@ Two checkpoints share the code and the vision tokenizer repo: ``BAAI/Emu3.5`` (c
   against a text-free unconditional context, one draw per token from the request's generator.
 
 Images go in as blocks ``<|image start|>h*w<|image token|>`` + rows of visual tokens, and come out
-the same way; generation stops at ``<|image end|>``. On cards under 80 GB, ``options.cpu_offload``
-loads the LLM with ``device_map="auto"`` (layers that do not fit stay in RAM; very slow).
+the same way; generation stops at ``<|image end|>``. On a card smaller than the weights (~70 GB),
+``options.cpu_offload: auto`` loads the LLM with ``device_map="auto"`` (layers that do not fit stay in
+RAM and stream over PCIe every token: very slow); ``true`` / ``false`` force it either way.
 """
 
 from __future__ import annotations
 
 import codecs
+import logging
 import math
 import time
 from collections.abc import Iterator
@@ -31,6 +33,8 @@ from umm.catalog import ModelSpec
 from umm.control import RunControl
 from umm.errors import InputError, ModelLoadError
 from umm.types import EditRequest, GenerateRequest, ImageResult, UnderstandRequest
+
+log = logging.getLogger(__name__)
 
 VISION = "vision_tokenizer"  # the catalog component holding BAAI/Emu3.5-VisionTokenizer
 REPO_FILES = ["*.json", "*.safetensors", "emu3.tiktoken", "emu3_vision_tokens.txt"]
@@ -59,7 +63,7 @@ class Emu35Adapter(Adapter):
         from umm.ports.emu3_5.ibq import load_ibq
 
         device = torch.device(device)
-        offload = bool(self.spec.options.get("cpu_offload", False)) and device.type == "cuda"
+        offload = self._offload(device)
         with load_errors(self.spec):
             root = self.snapshot_dir(allow_patterns=REPO_FILES)
             self.tokenizer = Emu35Tokenizer.from_dir(self._tokenizer_dir(root))
@@ -74,6 +78,20 @@ class Emu35Adapter(Adapter):
             )
         self.offloaded = offload
         self.device, self.dtype = device, dtype
+
+    def _offload(self, device: torch.device) -> bool:
+        """``options.cpu_offload``: true, false, or "auto" = when the card is smaller than the weights (+10 %)."""
+        choice = self.spec.options.get("cpu_offload", "auto")
+        if device.type != "cuda" or choice is False:
+            return False
+        if choice is True:
+            return True
+        total = torch.cuda.get_device_properties(device).total_memory
+        if total < 1.1 * self.spec.weight_bytes:
+            log.warning("%s: %.0f GB card, %.0f GB of weights: offloading layers to RAM (device_map='auto'; slow)",
+                        self.spec.id, total / 1e9, self.spec.weight_bytes / 1e9)
+            return True
+        return False
 
     def _tokenizer_dir(self, root: Path) -> Path:
         """Where emu3.tiktoken is: the main repo, or ``options.tokenizer_dir``.
