@@ -160,12 +160,17 @@ class Emu35Adapter(Adapter):
             for m in request.messages
         ]
         ids = self._encode(chat_prompt(turns))
+        room = self.llm.config.max_position_embeddings - len(ids)
+        if room < 1:
+            raise InputError(f"The conversation ({len(ids)} tokens) does not fit {self.spec.name}'s context.")
         special = self.tokenizer.special["<|endoftext|>"]
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         tokens = iter_sample(
             self.llm, self.tokenizer, ids, [], guidance_scale=1.0, text=self._settings(params),
-            image=self._settings(params), max_new_tokens=params["max_new_tokens"], generator=self.generator(seed),
+            image=self._settings(params), max_new_tokens=min(params["max_new_tokens"], room),
+            generator=self.generator(seed),
             allow_images=False, step=lambda done, total: control.step(done, total, "tokens"),
+            static_cache=self.device.type == "cuda" and not self.offloaded,
         )
         for token in tokens:
             if token < special:
