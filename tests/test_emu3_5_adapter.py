@@ -103,3 +103,20 @@ def test_image_codes_reads_rows(adapter):
     assert torch.equal(image_codes(ids, tok), codes)
     with pytest.raises(Exception, match="did not finish an image"):
         image_codes(ids[:-1], tok)
+
+
+def test_tokenizer_files_missing_or_elsewhere(tiny_catalog, tmp_path):
+    """Upstream keeps emu3.tiktoken in its GitHub repo: a clear error, and options.tokenizer_dir to point there."""
+    spec = tiny_catalog.get(ID)
+    copy, elsewhere = tmp_path / "twin", tmp_path / "tokenizer_emu3_ibq"
+    shutil.copytree(spec.repo, copy)
+    elsewhere.mkdir()
+    for name in ("emu3.tiktoken", "emu3_vision_tokens.txt"):
+        (copy / name).rename(elsewhere / name)
+    component = spec.components["vision_tokenizer"].__class__(str(copy / "vision_tokenizer"))
+    twin = spec.replace(repo=str(copy), components={"vision_tokenizer": component})
+    with pytest.raises(ModelLoadError, match=r"tokenizer_dir"):
+        Emu35Adapter(twin).load(torch.device("cpu"), torch.float32)
+    adapter = Emu35Adapter(twin.replace(options={**twin.options, "tokenizer_dir": str(elsewhere)}))
+    adapter.load(torch.device("cpu"), torch.float32)
+    assert adapter.tokenizer.n_codes == adapter.vq.n_embed
