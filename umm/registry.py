@@ -21,6 +21,7 @@ FAMILIES: dict[str, str] = {
     "mmada": "umm.adapters.mmada:MmadaAdapter",
     "showo2": "umm.adapters.showo2:Showo2Adapter",
     "tokenflow": "umm.adapters.tokenflow:TokenFlowAdapter",
+    "emu3_5": "umm.adapters.emu3_5:Emu35Adapter",
 }
 
 
