@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODELS_DIR = CONFIG_DIR / "models"
+PROJECT_ROOT = CONFIG_DIR.parent
 
 
 @dataclass(frozen=True)
@@ -252,7 +253,7 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         id=str(data["id"]),
         name=str(data["name"]),
         family=data["family"],
-        repo=str(data["repo"]),
+        repo=_resolve_repo(str(data["repo"])),
         revision=None if data.get("revision") is None else str(data["revision"]),
         dtype=data["dtype"],
         capabilities=capabilities,
@@ -264,6 +265,12 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         components=components,
         convert=tuple(convert),
     )
+
+
+def _resolve_repo(repo: str) -> str:
+    """A folder of this project (``assets/...``) as an absolute path, so it loads from any cwd."""
+    local = PROJECT_ROOT / repo
+    return str(local) if not Path(repo).is_absolute() and local.is_dir() else repo
 
 
 def _parse_param(name: str, p: dict[str, Any], fail) -> ParamSpec:
