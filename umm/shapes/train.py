@@ -285,6 +285,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="vq / lm: train one part into --out/parts (the two are independent, so they "
                              "can run in parallel); all: both, then assemble --out")
     parser.add_argument("--hub-init", action="store_true", help="keep the hub init of the vision tower")
+    parser.add_argument("--resume", type=Path, default=None,
+                        help="lm stage: start from this checkpoint folder's LM weights (a longer run in pieces)")
     parser.add_argument("--no-eval", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -304,13 +306,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.stage in ("all", "lm"):
         model, processor = build(args.seed)
         torch.manual_seed(args.seed + 1)
+        if args.resume is not None:
+            resumed = load_file(args.resume / "model.safetensors")
+            model.load_state_dict({k: v for k, v in resumed.items() if not k.startswith(VQ_PREFIX)}, strict=False)
+            if not (parts / "vq.safetensors").exists():  # keep the resumed checkpoint's VQ
+                vq_state = {k[len(VQ_PREFIX):]: v for k, v in resumed.items() if k.startswith(VQ_PREFIX)}
+                save_file(vq_state, parts / "vq.safetensors")
 
         def keep(step: int | None = None) -> None:
             state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(VQ_PREFIX)}
             save_file(state, parts / ("lm.safetensors" if step is None else f"lm-{step}.safetensors"))
 
         train_lm(model, Batches(processor, args.seed + 1), steps=args.lm_steps, batch=args.lm_batch,
-                 checkpoint=keep, vision_reset=not args.hub_init)
+                 checkpoint=keep, vision_reset=not (args.hub_init or args.resume))
         keep()
     if not ((parts / "vq.safetensors").exists() and (parts / "lm.safetensors").exists()):
         return
