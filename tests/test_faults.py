@@ -68,6 +68,8 @@ def test_client_disconnect_mid_stream_frees_the_lane(tiny_catalog):
 
 def test_every_hub_entry_pins_a_revision(real_catalog):
     for spec in real_catalog:
+        if spec.is_local:  # a folder of this repository (assets/...): versioned with the code
+            continue
         assert spec.revision, f"{spec.id} does not pin a revision"
 
 

@@ -19,7 +19,7 @@ from umm.registry import adapter_class
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOG = load_catalog()
-IDS = [spec.id for spec in CATALOG]
+IDS = [spec.id for spec in CATALOG if not spec.is_local]  # entries shipped in this repo (assets/) need none
 
 
 def _write_configs(manifest: dict, root: Path) -> dict:

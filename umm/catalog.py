@@ -22,6 +22,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 PARAM_TYPES = ("int", "float", "bool", "choice", "str")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 MODELS_DIR = CONFIG_DIR / "models"
+PROJECT_ROOT = CONFIG_DIR.parent
 
 
 @dataclass(frozen=True)
@@ -258,7 +259,7 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         id=str(data["id"]),
         name=str(data["name"]),
         family=data["family"],
-        repo=str(data["repo"]),
+        repo=_resolve_repo(str(data["repo"])),
         revision=None if data.get("revision") is None else str(data["revision"]),
         dtype=data["dtype"],
         capabilities=capabilities,
@@ -270,6 +271,12 @@ def parse_spec(data: dict[str, Any], source: str = "<dict>") -> ModelSpec:
         components=components,
         convert=tuple(convert),
     )
+
+
+def _resolve_repo(repo: str) -> str:
+    """A folder of this project (``assets/...``) as an absolute path, so it loads from any cwd."""
+    local = PROJECT_ROOT / repo
+    return str(local) if not Path(repo).is_absolute() and local.is_dir() else repo
 
 
 def _parse_param(name: str, p: dict[str, Any], fail) -> ParamSpec:
@@ -373,6 +380,10 @@ def markdown_table(catalog: Catalog) -> str:
         link = spec.links.get("hub") or f"https://huggingface.co/{spec.repo}"
         rows.append(
             f"| `{spec.id}` | [{spec.name}]({link}) | {' | '.join(marks)} | "
-            f"{spec.weight_bytes / 1e9:.1f} GB | {spec.license} |"
+            f"{_size(spec.weight_bytes)} | {spec.license} |"
         )
     return "\n".join(rows)
+
+
+def _size(n_bytes: int) -> str:
+    return f"{n_bytes / 1e9:.1f} GB" if n_bytes >= 1e8 else f"{n_bytes / 1e6:.1f} MB"
