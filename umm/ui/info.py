@@ -95,6 +95,8 @@ def parameters_text(spec: ModelSpec) -> str:
     estimate = spec.weight_bytes / BYTES_PER_PARAM.get(spec.dtype, 2)
     if estimate < 1e6:
         return f"≈{estimate / 1e3:.0f} K (from weight size)"
+    if estimate < 1e9:
+        return f"≈{estimate / 1e6:.1f} M (from weight size)"
     return f"≈{estimate / 1e9:.1f} B (from weight size)"
 
 
