@@ -177,15 +177,13 @@ def test_rows_that_stop_early_get_a_key_mask(adapter):
 
 def test_fetch_takes_only_the_allowed_files_of_a_component(real_catalog, monkeypatch):
     """The SANA repo is read for configs (and a fallback DC-AE): `umm fetch` skips its 5 GB text encoder."""
-    import huggingface_hub
-
     from umm import hub
     from umm.catalog import parse_spec
     from umm.errors import CatalogError
 
     calls = []
     monkeypatch.setattr(hub, "hub_reachable", lambda *a, **k: True)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or repo)
+    monkeypatch.setattr(hub, "download_repo", lambda repo, **kw: calls.append((repo, kw)) or repo)
     spec = real_catalog.get("blip3o-next-sft-3b")
     hub.fetch(spec)
     kwargs = dict(calls)

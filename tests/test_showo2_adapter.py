@@ -73,14 +73,12 @@ def test_unconverted_pickle_names_the_convert_command(tiny, tmp_path):
 
 
 def test_fetch_downloads_only_the_listed_component_files(real_catalog, monkeypatch):
-    import huggingface_hub
-
     from umm import hub
 
     calls = []
     monkeypatch.setattr(hub, "hub_reachable", lambda: True)
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append((repo, kw)) or repo)
-    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, file, **kw: calls.append((repo, file)))
+    monkeypatch.setattr(hub, "download_repo", lambda repo, **kw: calls.append((repo, kw)) or repo)
+    monkeypatch.setattr(hub, "download_file", lambda repo, file, **kw: calls.append((repo, file)))
     hub.fetch(real_catalog.get("showo2-1.5b"))
     patterns = {call[0]: call[1].get("allow_patterns") for call in calls if isinstance(call[1], dict)}
     assert patterns["showlab/show-o2-1.5B"] is None  # the whole model repo (pickles skipped, then fetched by name)

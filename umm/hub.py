@@ -94,8 +94,6 @@ def fetch(spec: ModelSpec) -> list[str]:
     Pickles are skipped, except the files the catalog lists under ``convert``: those are fetched as
     files only; ``python -m umm convert`` then turns them into safetensors (never done implicitly).
     """
-    from huggingface_hub import hf_hub_download, snapshot_download
-
     if all(part.is_local for part in spec.parts()):
         return [part.repo for part in spec.parts()]
     if not hub_reachable():
@@ -106,10 +104,24 @@ def fetch(spec: ModelSpec) -> list[str]:
             paths.append(part.repo)
             continue
         allow = list(spec.components[name].allow) if name is not None else []
-        paths.append(snapshot_download(
+        paths.append(download_repo(
             part.repo, revision=part.revision, allow_patterns=allow or None, ignore_patterns=PICKLE_PATTERNS
         ))
         for pickle in spec.convert:
             if pickle.component == name:
-                hf_hub_download(part.repo, pickle.file, revision=part.revision)
+                download_file(part.repo, pickle.file, revision=part.revision)
     return paths
+
+
+def download_repo(repo: str, **kwargs) -> str:
+    """The one place a whole (filtered) repo is downloaded; tests replace it to see what fetch asks for."""
+    from huggingface_hub import snapshot_download
+
+    return snapshot_download(repo, **kwargs)
+
+
+def download_file(repo: str, filename: str, **kwargs) -> str:
+    """The one place a single file is downloaded (a pickle listed under ``convert``)."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo, filename, **kwargs)
