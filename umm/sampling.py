@@ -9,7 +9,7 @@ transformers' own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
@@ -153,3 +153,26 @@ def stream_generate(
     if failure:
         raise failure[0]
     control.check()
+
+
+def detokenize(tokens: Iterable[int], tokenizer: Any, control: RunControl, total: int) -> Iterator[str]:
+    """Text chunks as token ids arrive from a model's own decode loop, one progress step per id.
+
+    A chunk is held back while it ends in an incomplete multi-byte character; ids past the tokenizer's
+    vocabulary (image or padding ids) are dropped.
+    """
+    ids: list[int] = []
+    shown = ""
+    for done, token in enumerate(tokens, start=1):
+        control.step(done, total, "tokens")
+        if token < len(tokenizer):
+            ids.append(token)
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        if text.endswith("\ufffd"):
+            continue
+        if len(text) > len(shown) and text.startswith(shown):
+            yield text[len(shown):]
+            shown = text
+    text = tokenizer.decode(ids, skip_special_tokens=True)
+    if len(text) > len(shown) and text.startswith(shown):
+        yield text[len(shown):]

@@ -151,18 +151,10 @@ class BagelAdapter(Adapter):
 
     def _stream(self, context, max_length: int, temperature: float, generator, control: RunControl) -> Iterator[str]:
         """Decoded text chunks as tokens come (a chunk is held back while it ends in a partial character)."""
-        ids: list[int] = []
-        shown = ""
-        for count, token in enumerate(self.session.decode(context, max_length, self._picker(temperature, generator))):
-            control.step(count + 1, max_length, "tokens")
-            ids.append(token)
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):
-                yield text[len(shown):]
-                shown = text
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if len(text) > len(shown):
-            yield text[len(shown):]
+        from umm.sampling import detokenize
+
+        tokens = self.session.decode(context, max_length, self._picker(temperature, generator))
+        yield from detokenize(tokens, self.tokenizer, control, max_length)
 
     # -- understanding ---------------------------------------------------------------------
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:

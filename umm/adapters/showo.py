@@ -196,18 +196,6 @@ def stream_text(
     tokens: Iterator[tuple[int, torch.Tensor]], tokenizer, control: RunControl, total: int
 ) -> Iterator[str]:
     """Decoded text as it grows; ids past the text vocabulary (special / image ids) are dropped."""
-    ids: list[int] = []
-    shown = ""
-    for done, (token, _) in enumerate(tokens, start=1):
-        control.step(done, total, "tokens")
-        if token < len(tokenizer):
-            ids.append(token)
-        text = tokenizer.decode(ids, skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a multi-byte character still incomplete
-            continue
-        if len(text) > len(shown) and text.startswith(shown):
-            yield text[len(shown):]
-            shown = text
-    text = tokenizer.decode(ids, skip_special_tokens=True)
-    if len(text) > len(shown) and text.startswith(shown):
-        yield text[len(shown):]
+    from umm.sampling import detokenize
+
+    yield from detokenize((token for token, _ in tokens), tokenizer, control, total)

@@ -121,7 +121,7 @@ class Showo2Adapter(Adapter):
     # -- understanding ---------------------------------------------------------------------
     def understand(self, request: UnderstandRequest, control: RunControl) -> Iterator[str]:
         from umm.ports.showo2 import decode, understanding_embeds, understanding_sequence
-        from umm.sampling import sample_tokens
+        from umm.sampling import detokenize, sample_tokens
 
         capability = self.spec.capability("understand")
         params = capability.validate(request.params)
@@ -144,24 +144,18 @@ class Showo2Adapter(Adapter):
             return sample_tokens(logits[None], temperature=params["temperature"], top_p=params["top_p"],
                                  generator=generator)[0]
 
-        out: list[int] = []
-        shown = ""
         stream = decode(self.model, embeds, block, max_new_tokens=params["max_new_tokens"], eos=self.ids.eos,
                         pick=pick)
-        while True:
-            with torch.inference_mode():  # per token, so the consumer never runs in inference mode
-                token = next(stream, None)
-            if token is None:
-                break
-            control.step(len(out) + 1, params["max_new_tokens"], "tokens")
-            out.append(token)
-            text = self.tokenizer.decode(out, skip_special_tokens=True)
-            if len(text) > len(shown) and not text.endswith("\ufffd"):
-                yield text[len(shown):]
-                shown = text
-        text = self.tokenizer.decode(out, skip_special_tokens=True)
-        if len(text) > len(shown):
-            yield text[len(shown):]
+
+        def tokens() -> Iterator[int]:
+            while True:
+                with torch.inference_mode():  # per token, so the consumer never runs in inference mode
+                    token = next(stream, None)
+                if token is None:
+                    return
+                yield token
+
+        yield from detokenize(tokens(), self.tokenizer, control, params["max_new_tokens"])
         control.check()
 
     # -- text-to-image -----------------------------------------------------------------------
