@@ -196,8 +196,7 @@ def save_random_janus(directory: Path, *, text: dict, vision: dict, vq: dict, im
 
 # The prompt format of the Janus-Pro chat template (system text, "<|User|>:"/"<|Assistant|>:" turns,
 # one image placeholder per image), reproduced for tiny checkpoints; real ones ship their own.
-TINY_CHAT_TEMPLATE = (
-    "{{ bos_token }}You are a helpful language and vision assistant.\n\n"
+JANUS_TURNS = (
     "{% for message in messages %}"
     "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
     "{% for part in message['content'] %}"
@@ -208,4 +207,6 @@ TINY_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
 )
+"""The turns of the Janus-Pro chat format, after BOS and any system text."""
+TINY_CHAT_TEMPLATE = "{{ bos_token }}You are a helpful language and vision assistant.\n\n" + JANUS_TURNS
 

@@ -7,6 +7,7 @@ grid cell.
 
 from __future__ import annotations
 
+from umm.adapters.janus import JANUS_TURNS
 from umm.shapes.world import COLOURS, IMAGE_SIZE, SHAPES, vocabulary_corpus
 from umm.shapes.world import SIZES as SHAPE_SIZES
 
@@ -28,17 +29,7 @@ SIZES: dict = {
 }
 # The Janus-Pro prompt format ("<|User|>:" / "<|Assistant|>:" turns, an image placeholder per image)
 # without the system sentence, which would only lengthen every training sequence.
-CHAT_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% for message in messages %}"
-    "{% if message['role'] == 'user' %}<|User|>: {% else %}<|Assistant|>: {% endif %}"
-    "{% for part in message['content'] %}"
-    "{% if part['type'] == 'image' %}<image_placeholder>{{ '\\n' }}{% else %}{{ part['text'] }}{% endif %}"
-    "{% endfor %}"
-    "{% if message['role'] == 'user' %}{{ '\\n\\n' }}{% else %}{{ eos_token }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}<|Assistant|>:{% endif %}"
-)
+CHAT_TEMPLATE = "{{ bos_token }}" + JANUS_TURNS
 
 
 def build_tokenizer():
