@@ -87,5 +87,16 @@ def _wire_loop(tabs: gr.Tabs, chat_tab: dict, gen_tab: dict, edit_tab: dict) -> 
 
 
 def launch_kwargs(max_upload_bytes: int) -> dict:
-    """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6)."""
-    return {"max_file_size": max_upload_bytes, "theme": THEME, "css": CSS}
+    """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6).
+
+    Responses are gzipped for clients that accept it: the page and its config are mostly JSON schemas
+    repeated per component (about 350 kB for the demo app) and shrink about tenfold. Starlette leaves
+    event streams (queue updates, MCP) and images uncompressed.
+    """
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    return {
+        "max_file_size": max_upload_bytes, "theme": THEME, "css": CSS,
+        "app_kwargs": {"middleware": [Middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)]},
+    }
