@@ -86,6 +86,15 @@ def _wire_loop(tabs: gr.Tabs, chat_tab: dict, gen_tab: dict, edit_tab: dict) -> 
                                queue=False, api_visibility="private")
 
 
+UPLOAD_CAP_FACTOR = 5
+"""gradio's own upload limit, as a multiple of ours (``max_upload_bytes``, which the input checks apply).
+
+A file over our limit but under gradio's still arrives, so the input check can refuse the send with a
+clear message while the box keeps the typed text and the image; gradio's client would instead drop the
+file with its own toast. gradio's limit stays, a few times higher, as the server's protection.
+"""
+
+
 def launch_kwargs(max_upload_bytes: int) -> dict:
     """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6).
 
@@ -97,6 +106,6 @@ def launch_kwargs(max_upload_bytes: int) -> dict:
     from starlette.middleware.gzip import GZipMiddleware
 
     return {
-        "max_file_size": max_upload_bytes, "theme": THEME, "css": CSS,
+        "max_file_size": UPLOAD_CAP_FACTOR * max_upload_bytes, "theme": THEME, "css": CSS,
         "app_kwargs": {"middleware": [Middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)]},
     }

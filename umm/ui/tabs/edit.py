@@ -33,10 +33,6 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             picker = model_picker(ctx, "edit", "edit")
             paints = _paints(ctx, picker.dropdown.value)
             image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300, visible=not paints)
-            # Hand the uploaded file to our own check (checks.check_images, as Chat does) instead of letting
-            # gradio decode it first, whose failure reaches clients as its internals and a server path.
-            # (An instance override, not a subclass: gradio writes a .pyi next to component subclasses.)
-            image.preprocess = _uploaded_path  # type: ignore[method-assign]
             painter = gr.ImageEditor(
                 label="Input image · paint the region to regenerate", type="pil", elem_id="edit-painter",
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), height=360, visible=paints,
@@ -116,6 +112,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     ) -> tuple[Any, ...]:
         with user_errors():
             req = check(model_id, image, extra_images, instruction, negative_prompt, seed, **params)
+            image = checks.file_path(image)
             progress(None, desc="Waiting for the accelerator / loading the model…")
             started = time.perf_counter()
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, "Editing")) as control:
@@ -123,7 +120,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
-            extras = [f if isinstance(f, str) else f.get("path") for f in extra_images or []]
+            extras = [checks.file_path(f) for f in extra_images or []]
             snippet_text = outputs.api_snippet(
                 base_url(request), "/edit", data, {"image": image, "extra_images": extras or None}
             )
@@ -131,8 +128,12 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
 
     inputs = [picker.dropdown, image, extra, instruction, negative, seed]
     outs = [compare, gallery, summary, settings, snippet, files, selected]
+    # preprocess=False: the uploads reach our own check (checks.check_images, as in Chat) as gradio
+    # received them, instead of gradio decoding them first, whose failure reaches clients as its
+    # internals and a server path. Per event, not per component: gradio rebuilds a session's component
+    # from its constructor arguments when an update changes it, which would drop an instance override.
     event = run.click(
-        panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit",
+        panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit", preprocess=False,
         validator=checks.validator(names, check), **LANE_KWARGS,
     )
 
@@ -181,7 +182,3 @@ def painted_inputs(value: dict | None) -> tuple[Any, Any]:
     mask = folder / "mask.png"
     Image.fromarray((alpha * 255).astype("uint8")).save(mask)
     return str(picture), [str(mask)]
-
-
-def _uploaded_path(payload: Any) -> str | None:
-    return None if payload is None else getattr(payload, "path", None) or str(payload)
