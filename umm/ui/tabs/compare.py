@@ -18,7 +18,7 @@ from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 from umm.ui import checks, info, outputs
 from umm.ui.arena import LETTERS, record_vote, votes_path
 from umm.ui.context import UiContext, wire_stop
-from umm.ui.runs import LANE_KWARGS, progress_control, run_images, stream_text, user_errors
+from umm.ui.runs import LANE_KWARGS, Running, progress_control, stream_images, stream_text, user_errors
 
 SLOT = "compare"
 COLUMNS = 4
@@ -99,7 +99,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         return text, images, checks.check_seed(seed), model_ids
 
     def compare(task, prompt, image, model_ids, seed, images_per_model=1, anonymous=False,
-                progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Iterator[list[Any]]:
+                request: gr.Request = None) -> Iterator[list[Any]]:
         with user_errors():
             text, images, seed, model_ids = check(task, prompt, image, model_ids, seed, images_per_model)
         if seed < 0:
@@ -122,7 +122,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         for index, model_id in enumerate(model_ids):
             state[index][3] = "… running"
             yield out()
-            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, model_id)) as control:
+            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, None, model_id)) as control:
                 started = time.perf_counter()
                 paths: list[str] = []
                 settings: dict | None = None
@@ -139,7 +139,12 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                         params = _per_model(ctx.manager.catalog.get(model_id).capability(task), int(images_per_model))
                         req = (GenerateRequest(text, params=params, seed=seed) if task == "generate"
                                else EditRequest(images, text, params=params, seed=seed))
-                        result = run_images(ctx.manager, task, model_id, req, control)
+                        for running in stream_images(ctx.manager, task, model_id, req, control):
+                            if running.result is None:  # this column's own progress (and plan, if any)
+                                state[index][3] = _running(running, time.perf_counter() - started)
+                                yield out()
+                                continue
+                            result = running.result
                         paths = outputs.save_result(result)
                         settings = result.info.as_dict()
                         state[index][1] = paths
@@ -169,6 +174,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         compare, [task, prompt, image, models, seed, per_model, anonymous],
         [*cells, archive, last, vote_row, verdict], api_name="compare",
         validator=checks.validator(names, check), **LANE_KWARGS,
+        show_progress="hidden",  # each column shows its own progress in its status line, not every column at once
     )
     event.then(lambda c: gr.update(choices=[*LETTERS[: len((c or {}).get("columns") or [])], "tie"], value=None),
                [last], [vote], queue=False, api_visibility="private")
@@ -197,6 +203,10 @@ def _per_model(capability, images: int) -> dict[str, Any]:
     if param is None:
         return {}
     return {"num_images": int(min(max(images, param.min or 1), param.max or images))}
+
+
+def _running(running: Running, seconds: float) -> str:
+    return outputs.running_status(running.text, running.done, running.total, running.unit, seconds)
 
 
 def _blank(index: int, titles: list[str]) -> list[Any]:

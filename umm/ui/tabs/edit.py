@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -20,7 +21,7 @@ from umm.ui.context import (
     wire_stop,
 )
 from umm.ui.history import history_strip, record
-from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
+from umm.ui.runs import LANE_KWARGS, progress_control, stream_images, user_errors
 
 SLOT = "edit"
 
@@ -109,14 +110,25 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     def edit(
         model_id, image, extra_images, instruction, negative_prompt, seed, progress: gr.Progress = gr.Progress(),
         request: gr.Request = None, **params,
-    ) -> tuple[Any, ...]:
+    ) -> Iterator[tuple[Any, ...]]:
         with user_errors():
             req = check(model_id, image, extra_images, instruction, negative_prompt, seed, **params)
             image = checks.file_path(image)
             progress(None, desc="Waiting for the accelerator / loading the model…")
             started = time.perf_counter()
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, "Editing")) as control:
-                result = run_images(ctx.manager, "edit", model_id, req, control)
+                live = False
+                for running in stream_images(ctx.manager, "edit", model_id, req, control):
+                    if running.result is None:
+                        # a plan being written (e.g. Bagel's thinking) shows as it grows; from then on this
+                        # line carries the progress too, as gradio's bar gives way to the first update
+                        live = live or bool(running.text)
+                        if live:
+                            text = outputs.running_status(running.text, running.done, running.total, running.unit,
+                                                          time.perf_counter() - started)
+                            yield gr.skip(), gr.skip(), text, *(gr.skip() for _ in range(4))
+                        continue
+                    result = running.result
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
@@ -124,7 +136,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             snippet_text = outputs.api_snippet(
                 base_url(request), "/edit", data, {"image": image, "extra_images": extras or None}
             )
-            return (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
+            yield (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
 
     inputs = [picker.dropdown, image, extra, instruction, negative, seed]
     outs = [compare, gallery, summary, settings, snippet, files, selected]
@@ -134,7 +146,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     # from its constructor arguments when an update changes it, which would drop an instance override.
     event = run.click(
         panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit", preprocess=False,
-        validator=checks.validator(names, check), **LANE_KWARGS,
+        validator=checks.validator(names, check), show_progress_on=[compare, gallery], **LANE_KWARGS,
     )
 
     wire_stop(ctx, stop, SLOT, [event], "edit_stop", marked=summary)
