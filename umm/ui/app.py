@@ -9,7 +9,7 @@ import gradio as gr
 
 from umm.inputs import MAX_FILE_BYTES
 from umm.manager import ModelManager
-from umm.ui import api, examples, info
+from umm.ui import api, examples, info, page
 from umm.ui.context import UiContext
 from umm.ui.tabs import chat, compare, edit, generate, models
 
@@ -106,6 +106,7 @@ def launch_kwargs(max_upload_bytes: int) -> dict:
     from starlette.middleware.gzip import GZipMiddleware
 
     return {
-        "max_file_size": UPLOAD_CAP_FACTOR * max_upload_bytes, "theme": THEME, "css": CSS,
+        "max_file_size": UPLOAD_CAP_FACTOR * max_upload_bytes, "theme": THEME, "css": CSS + page.CSS,
+        "js": page.ON_LOAD,
         "app_kwargs": {"middleware": [Middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)]},
     }

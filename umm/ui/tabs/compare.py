@@ -18,6 +18,7 @@ from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 from umm.ui import checks, info, outputs
 from umm.ui.arena import LETTERS, record_vote, votes_path
 from umm.ui.context import UiContext, wire_stop
+from umm.ui.page import reveal_after
 from umm.ui.runs import LANE_KWARGS, Running, progress_control, stream_images, stream_text, user_errors
 
 SLOT = "compare"
@@ -49,7 +50,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     if ctx.examples.get("compare"):
         gr.Examples(ctx.examples["compare"], inputs=[prompt], label="Example prompts", cache_examples=False)
     cells: list[gr.components.Component] = []
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="cmp-columns"):
         for index in range(COLUMNS):
             with gr.Column(min_width=200, elem_id=f"cmp-col-{index}"):
                 cells += [
@@ -59,6 +60,9 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                     gr.Textbox(label="Reply", lines=6, elem_id=f"cmp-text-{index}", visible=task0 == "understand"),
                     gr.Markdown(elem_id=f"cmp-status-{index}"),
                 ]
+    zoom = gr.Button("⤢ Side by side · one zoom for all columns", size="sm", elem_id="cmp-zoom")
+    zoom.click(None, None, None, js="() => window.ummSideBySide && window.ummSideBySide()", queue=False,
+               api_visibility="private")
     with gr.Row(visible=False, elem_id="cmp-vote-row") as vote_row:
         vote = gr.Radio(["A", "B", "tie"], label="Which is better?", elem_id="cmp-vote", scale=3)
         cast = gr.Button("Vote and reveal", variant="primary", elem_id="cmp-cast", scale=1)
@@ -195,6 +199,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     cast.click(cast_vote, [last, vote], [*cells[0::4], vote_row, verdict], queue=False, api_name="compare_vote")
 
     wire_stop(ctx, stop, SLOT, [event], "compare_stop")
+    reveal_after([event], "cmp-columns")
 
 
 def _per_model(capability, images: int) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from umm.ui.context import (
     wire_stop,
 )
 from umm.ui.history import history_strip, record
+from umm.ui.page import reveal_after
 from umm.ui.runs import LANE_KWARGS, progress_control, stream_images, user_errors
 
 SLOT = "edit"
@@ -165,6 +166,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     use.click(use_output, [gallery, selected], [image], queue=False, api_name="edit_use_output",
               api_visibility="undocumented")
     record(history, [event], settings, gallery)
+    reveal_after([event], "edit-before-after")
     return {"gallery": gallery, "selected": selected, "ask": ask, "image": image}
 
 

@@ -21,6 +21,7 @@ from umm.ui.context import (
     wire_stop,
 )
 from umm.ui.history import history_strip, record
+from umm.ui.page import reveal_after
 from umm.ui.runs import LANE_KWARGS, progress_control, stream_images, user_errors
 
 SLOT = "generate"
@@ -129,4 +130,5 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
 
     wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop", marked=summary)
     record(history, [event, submit], settings, gallery)
+    reveal_after([event, submit], "gen-gallery")
     return {"gallery": gallery, "selected": selected, "ask": ask, "edit_this": edit_this}
