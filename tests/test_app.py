@@ -504,3 +504,22 @@ def test_edit_upload_errors_are_one_clean_line(client: Client, app_catalog: Cata
         client.predict(model_id=editor, instruction="x", seed=1, api_name="/edit", **kwargs)
     text = str(err.value)
     assert f"{where}: The file is not an image" in text and "/tmp" not in text and "Error" not in text.split(":", 1)[1]
+
+
+def test_the_page_and_its_config_are_gzipped_and_event_streams_are_not(client: Client, served) -> None:
+    import urllib.request
+
+    app, _ = served
+    sizes = {}
+    for encoding in ("identity", "gzip"):
+        request = urllib.request.Request(app.local_url.rstrip("/") + "/config", headers={"Accept-Encoding": encoding})
+        with urllib.request.urlopen(request) as response:
+            sizes[encoding] = len(response.read())
+            assert response.headers.get("Content-Encoding") == (None if encoding == "identity" else "gzip")
+    assert sizes["gzip"] * 4 < sizes["identity"], sizes
+    # event streams (queue updates, heartbeats) stay plain, so they are not buffered by the compressor
+    request = urllib.request.Request(app.local_url.rstrip("/") + "/gradio_api/heartbeat/test-gzip",
+                                     headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.headers.get("Content-Type", "").startswith("text/event-stream")
+        assert response.headers.get("Content-Encoding") is None

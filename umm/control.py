@@ -14,6 +14,7 @@ from collections.abc import Callable
 from umm.errors import CancelledError, TimeLimitError
 
 ProgressFn = Callable[[int, int, str], None]
+TextFn = Callable[[str], None]
 
 
 class RunControl:
@@ -22,10 +23,12 @@ class RunControl:
         *,
         time_limit_s: float | None = None,
         on_progress: ProgressFn | None = None,
+        on_text: TextFn | None = None,
     ) -> None:
         self._cancel = threading.Event()
         self.time_limit_s = time_limit_s
         self.on_progress = on_progress
+        self.on_text = on_text
         self.started = time.monotonic()
         self.steps = 0
 
@@ -54,6 +57,11 @@ class RunControl:
         self.check()
         if self.on_progress is not None:
             self.on_progress(done, total, what)
+
+    def text(self, chunk: str) -> None:
+        """A piece of text the model writes on the way to its images (e.g. a plan), so it can be shown live."""
+        if self.on_text is not None:
+            self.on_text(chunk)
 
 
 def default_control() -> RunControl:

@@ -250,8 +250,10 @@ class BagelAdapter(Adapter):
             timings["context_s"] = time.perf_counter() - started
             if params.get("think"):
                 mark = time.perf_counter()
-                plan = "".join(self._stream(branches.cond, params["max_think_tokens"], params["think_temperature"],
-                                            device_gen, control))
+                for chunk in self._stream(branches.cond, params["max_think_tokens"], params["think_temperature"],
+                                          device_gen, control):
+                    plan += chunk
+                    control.text(chunk)  # shown while it is written
                 cond = self.session.add_text(branches.cond, self.encode(plan))
                 branches = Branches(cond, branches.text_uncond, branches.img_uncond)
                 timings["think_s"] = time.perf_counter() - mark

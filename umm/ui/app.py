@@ -9,7 +9,7 @@ import gradio as gr
 
 from umm.inputs import MAX_FILE_BYTES
 from umm.manager import ModelManager
-from umm.ui import api, examples, info
+from umm.ui import api, examples, info, page
 from umm.ui.context import UiContext
 from umm.ui.tabs import chat, compare, edit, generate, models
 
@@ -86,6 +86,27 @@ def _wire_loop(tabs: gr.Tabs, chat_tab: dict, gen_tab: dict, edit_tab: dict) -> 
                                queue=False, api_visibility="private")
 
 
+UPLOAD_CAP_FACTOR = 5
+"""gradio's own upload limit, as a multiple of ours (``max_upload_bytes``, which the input checks apply).
+
+A file over our limit but under gradio's still arrives, so the input check can refuse the send with a
+clear message while the box keeps the typed text and the image; gradio's client would instead drop the
+file with its own toast. gradio's limit stays, a few times higher, as the server's protection.
+"""
+
+
 def launch_kwargs(max_upload_bytes: int) -> dict:
-    """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6)."""
-    return {"max_file_size": max_upload_bytes, "theme": THEME, "css": CSS}
+    """Launch settings that belong to the UI (theme and CSS moved to launch in gradio 6).
+
+    Responses are gzipped for clients that accept it: the page and its config are mostly JSON schemas
+    repeated per component (about 350 kB for the demo app) and shrink about tenfold. Starlette leaves
+    event streams (queue updates, MCP) and images uncompressed.
+    """
+    from starlette.middleware import Middleware
+    from starlette.middleware.gzip import GZipMiddleware
+
+    return {
+        "max_file_size": UPLOAD_CAP_FACTOR * max_upload_bytes, "theme": THEME, "css": CSS + page.CSS,
+        "js": page.ON_LOAD,
+        "app_kwargs": {"middleware": [Middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)]},
+    }

@@ -52,11 +52,17 @@ def check_text(text: Any, field: str, *, what: str, allow_empty: bool = False) -
         raise FieldError(field, str(err)) from None
 
 
+def file_path(payload: Any) -> Any:
+    """The server path of a file input, as gradio hands it over unprocessed (a FileData dict) or processed."""
+    if isinstance(payload, dict):
+        return payload.get("path") or payload.get("name")
+    return getattr(payload, "path", None) or payload
+
+
 def check_images(paths: Sequence[Any], field: str, max_bytes: int) -> list:
     images = []
     for path in paths:
-        if isinstance(path, dict):
-            path = path.get("path") or path.get("name")
+        path = file_path(path)
         try:
             images.append(open_image(path, max_bytes=max_bytes))
         except UmmError as err:

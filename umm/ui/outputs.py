@@ -62,9 +62,28 @@ def summary(info: RunInfo, seconds: float, n_images: int | None = None) -> str:
     """One line under the output: time, seed and model."""
     what = f"{n_images} image{'s' if n_images != 1 else ''} · " if n_images is not None else ""
     notes = "".join(f"\n\n⚠ {note}" for note in info.notes)
-    plan = "\n".join(f"> {line}" for line in info.text.splitlines())
-    text = f"\n\n**The model's plan**\n\n{plan}" if info.text else ""
-    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`{notes}{text}"
+    return f"✓ {what}{seconds:.1f} s · seed **{info.seed}** · `{info.model_id}`{notes}{plan(info.text)}"
+
+
+def plan(text: str) -> str:
+    """The model's written plan (e.g. Bagel's thinking) as a quote under the result; empty without one."""
+    quoted = "\n".join(f"> {line}" for line in text.splitlines())
+    return f"\n\n**The model's plan**\n\n{quoted}" if text.strip() else ""
+
+
+def running_status(text: str, done: int, total: int, unit: str, seconds: float) -> str:
+    """The status line of a run still going: time, step count with a small bar, and a plan being written.
+
+    gradio's own progress bar gives way to a generator's first update, so once a plan streams (and in
+    Compare's columns) this line carries the progress.
+    """
+    line = f"◐ {seconds:.1f} s"
+    if total:
+        filled = max(0, min(10, round(10 * done / total)))
+        line += f" · {done}/{total} {unit} {'▰' * filled}{'▱' * (10 - filled)}"
+    elif text:
+        line += " · writing its plan…"
+    return line + plan(text)
 
 
 def api_snippet(

@@ -8,6 +8,8 @@ cancels it and the adapter stops at its next step, which frees the manager's lan
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import dataclasses
 import logging
 import queue
 import threading
@@ -116,6 +118,78 @@ def run_images(
     """Generate or edit through the manager (under ``spaces.GPU`` on ZeroGPU, where the control stays local)."""
     key = register_manager(manager)
     return _execute(task, model_id, request, key, None if spaces_module() else control)
+
+
+@dataclasses.dataclass
+class Running:
+    """A snapshot of an image run: what the model has written so far, its step, and at the end the result."""
+
+    text: str = ""
+    done: int = 0
+    total: int = 0
+    unit: str = "steps"
+    result: ImageResult | None = None
+
+
+def stream_images(
+    manager: ModelManager, task: str, model_id: str, request: GenerateRequest | EditRequest, control: RunControl,
+    *, every_s: float = 0.25,
+) -> Iterator[Running]:
+    """Run an image task in a worker thread; yield snapshots while it runs (the written plan as it grows,
+    the step), at most every ``every_s``, then one with the result.
+
+    The control's own progress report (gradio's bar) keeps working: the worker runs in a copy of this
+    context. If gradio abandons the generator (Stop, disconnect), the control is cancelled and the worker
+    stops at its next step, as in :func:`stream_text`.
+    """
+    state = Running()
+    lock = threading.Lock()
+    changed, finished = threading.Event(), threading.Event()
+    report = control.on_progress
+
+    def on_text(chunk: str) -> None:
+        with lock:
+            state.text += chunk
+        changed.set()
+
+    def on_progress(done: int, total: int, unit: str) -> None:
+        with lock:
+            state.done, state.total, state.unit = done, total, unit
+        changed.set()
+        if report is not None:
+            report(done, total, unit)
+
+    control.on_text, control.on_progress = on_text, on_progress
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["result"] = run_images(manager, task, model_id, request, control)
+        except BaseException as err:
+            outcome["error"] = err
+        finally:
+            finished.set()
+            changed.set()
+
+    worker = threading.Thread(target=contextvars.copy_context().run, args=(work,), name=f"umm-{task}-{model_id}",
+                              daemon=True)
+    worker.start()
+    try:
+        while True:
+            changed.wait()
+            if finished.is_set():
+                break
+            changed.clear()
+            with lock:
+                snapshot = dataclasses.replace(state)
+            yield snapshot
+            finished.wait(every_s)  # at most a few updates a second; the result comes at once
+    finally:
+        if not finished.is_set():  # abandoned mid-run (stop, disconnect): stop the worker at its next step
+            control.cancel()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield dataclasses.replace(state, result=outcome["result"])
 
 
 @on_gpu

@@ -13,6 +13,7 @@ from umm.errors import UmmError
 from umm.types import Message, UnderstandRequest
 from umm.ui import checks
 from umm.ui.context import STOPPED, Picker, UiContext, model_picker, render_controls, wire_picker, wire_stop
+from umm.ui.page import reveal_after
 from umm.ui.runs import LANE_KWARGS, progress_control, stream_text, user_errors
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def _wire(ctx, picker: Picker, chatbot, box, seed, stop, regen, clear) -> None:
     )
 
     wire_stop(ctx, stop, SLOT, [send, again], "chat_stop", marked=chatbot, mark=_mark_stopped)
+    reveal_after([send, again], "chat-history")
 
     def clear_chat(request: gr.Request = None) -> tuple[list, None]:
         ctx.runs.cancel(request, SLOT)  # a reply still streaming stops too, freeing the lane

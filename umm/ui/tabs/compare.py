@@ -18,7 +18,8 @@ from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 from umm.ui import checks, info, outputs
 from umm.ui.arena import LETTERS, record_vote, votes_path
 from umm.ui.context import UiContext, wire_stop
-from umm.ui.runs import LANE_KWARGS, progress_control, run_images, stream_text, user_errors
+from umm.ui.page import reveal_after
+from umm.ui.runs import LANE_KWARGS, Running, progress_control, stream_images, stream_text, user_errors
 
 SLOT = "compare"
 COLUMNS = 4
@@ -49,7 +50,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     if ctx.examples.get("compare"):
         gr.Examples(ctx.examples["compare"], inputs=[prompt], label="Example prompts", cache_examples=False)
     cells: list[gr.components.Component] = []
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="cmp-columns"):
         for index in range(COLUMNS):
             with gr.Column(min_width=200, elem_id=f"cmp-col-{index}"):
                 cells += [
@@ -59,6 +60,9 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                     gr.Textbox(label="Reply", lines=6, elem_id=f"cmp-text-{index}", visible=task0 == "understand"),
                     gr.Markdown(elem_id=f"cmp-status-{index}"),
                 ]
+    zoom = gr.Button("⤢ Side by side · one zoom for all columns", size="sm", elem_id="cmp-zoom")
+    zoom.click(None, None, None, js="() => window.ummSideBySide && window.ummSideBySide()", queue=False,
+               api_visibility="private")
     with gr.Row(visible=False, elem_id="cmp-vote-row") as vote_row:
         vote = gr.Radio(["A", "B", "tie"], label="Which is better?", elem_id="cmp-vote", scale=3)
         cast = gr.Button("Vote and reveal", variant="primary", elem_id="cmp-cast", scale=1)
@@ -99,7 +103,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         return text, images, checks.check_seed(seed), model_ids
 
     def compare(task, prompt, image, model_ids, seed, images_per_model=1, anonymous=False,
-                progress: gr.Progress = gr.Progress(), request: gr.Request = None) -> Iterator[list[Any]]:
+                request: gr.Request = None) -> Iterator[list[Any]]:
         with user_errors():
             text, images, seed, model_ids = check(task, prompt, image, model_ids, seed, images_per_model)
         if seed < 0:
@@ -122,7 +126,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         for index, model_id in enumerate(model_ids):
             state[index][3] = "… running"
             yield out()
-            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, model_id)) as control:
+            with ctx.runs.track(request, SLOT, progress_control(ctx.manager, None, model_id)) as control:
                 started = time.perf_counter()
                 paths: list[str] = []
                 settings: dict | None = None
@@ -139,7 +143,12 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
                         params = _per_model(ctx.manager.catalog.get(model_id).capability(task), int(images_per_model))
                         req = (GenerateRequest(text, params=params, seed=seed) if task == "generate"
                                else EditRequest(images, text, params=params, seed=seed))
-                        result = run_images(ctx.manager, task, model_id, req, control)
+                        for running in stream_images(ctx.manager, task, model_id, req, control):
+                            if running.result is None:  # this column's own progress (and plan, if any)
+                                state[index][3] = _running(running, time.perf_counter() - started)
+                                yield out()
+                                continue
+                            result = running.result
                         paths = outputs.save_result(result)
                         settings = result.info.as_dict()
                         state[index][1] = paths
@@ -169,6 +178,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
         compare, [task, prompt, image, models, seed, per_model, anonymous],
         [*cells, archive, last, vote_row, verdict], api_name="compare",
         validator=checks.validator(names, check), **LANE_KWARGS,
+        show_progress="hidden",  # each column shows its own progress in its status line, not every column at once
     )
     event.then(lambda c: gr.update(choices=[*LETTERS[: len((c or {}).get("columns") or [])], "tie"], value=None),
                [last], [vote], queue=False, api_visibility="private")
@@ -189,6 +199,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> None:
     cast.click(cast_vote, [last, vote], [*cells[0::4], vote_row, verdict], queue=False, api_name="compare_vote")
 
     wire_stop(ctx, stop, SLOT, [event], "compare_stop")
+    reveal_after([event], "cmp-columns")
 
 
 def _per_model(capability, images: int) -> dict[str, Any]:
@@ -197,6 +208,10 @@ def _per_model(capability, images: int) -> dict[str, Any]:
     if param is None:
         return {}
     return {"num_images": int(min(max(images, param.min or 1), param.max or images))}
+
+
+def _running(running: Running, seconds: float) -> str:
+    return outputs.running_status(running.text, running.done, running.total, running.unit, seconds)
 
 
 def _blank(index: int, titles: list[str]) -> list[Any]:

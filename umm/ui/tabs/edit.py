@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -20,7 +21,8 @@ from umm.ui.context import (
     wire_stop,
 )
 from umm.ui.history import history_strip, record
-from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
+from umm.ui.page import reveal_after
+from umm.ui.runs import LANE_KWARGS, progress_control, stream_images, user_errors
 
 SLOT = "edit"
 
@@ -33,10 +35,6 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
             picker = model_picker(ctx, "edit", "edit")
             paints = _paints(ctx, picker.dropdown.value)
             image = gr.Image(label="Input image", type="filepath", elem_id="edit-image", height=300, visible=not paints)
-            # Hand the uploaded file to our own check (checks.check_images, as Chat does) instead of letting
-            # gradio decode it first, whose failure reaches clients as its internals and a server path.
-            # (An instance override, not a subclass: gradio writes a .pyi next to component subclasses.)
-            image.preprocess = _uploaded_path  # type: ignore[method-assign]
             painter = gr.ImageEditor(
                 label="Input image · paint the region to regenerate", type="pil", elem_id="edit-painter",
                 brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"), height=360, visible=paints,
@@ -113,27 +111,43 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     def edit(
         model_id, image, extra_images, instruction, negative_prompt, seed, progress: gr.Progress = gr.Progress(),
         request: gr.Request = None, **params,
-    ) -> tuple[Any, ...]:
+    ) -> Iterator[tuple[Any, ...]]:
         with user_errors():
             req = check(model_id, image, extra_images, instruction, negative_prompt, seed, **params)
+            image = checks.file_path(image)
             progress(None, desc="Waiting for the accelerator / loading the model…")
             started = time.perf_counter()
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, "Editing")) as control:
-                result = run_images(ctx.manager, "edit", model_id, req, control)
+                live = False
+                for running in stream_images(ctx.manager, "edit", model_id, req, control):
+                    if running.result is None:
+                        # a plan being written (e.g. Bagel's thinking) shows as it grows; from then on this
+                        # line carries the progress too, as gradio's bar gives way to the first update
+                        live = live or bool(running.text)
+                        if live:
+                            text = outputs.running_status(running.text, running.done, running.total, running.unit,
+                                                          time.perf_counter() - started)
+                            yield gr.skip(), gr.skip(), text, *(gr.skip() for _ in range(4))
+                        continue
+                    result = running.result
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
-            extras = [f if isinstance(f, str) else f.get("path") for f in extra_images or []]
+            extras = [checks.file_path(f) for f in extra_images or []]
             snippet_text = outputs.api_snippet(
                 base_url(request), "/edit", data, {"image": image, "extra_images": extras or None}
             )
-            return (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
+            yield (image, paths[0]) if paths else None, paths, text, data, snippet_text, paths, 0
 
     inputs = [picker.dropdown, image, extra, instruction, negative, seed]
     outs = [compare, gallery, summary, settings, snippet, files, selected]
+    # preprocess=False: the uploads reach our own check (checks.check_images, as in Chat) as gradio
+    # received them, instead of gradio decoding them first, whose failure reaches clients as its
+    # internals and a server path. Per event, not per component: gradio rebuilds a session's component
+    # from its constructor arguments when an update changes it, which would drop an instance override.
     event = run.click(
-        panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit",
-        validator=checks.validator(names, check), **LANE_KWARGS,
+        panel.omittable(edit), inputs, outs, inputs_kwargs=kwargs, api_name="edit", preprocess=False,
+        validator=checks.validator(names, check), show_progress_on=[compare, gallery], **LANE_KWARGS,
     )
 
     wire_stop(ctx, stop, SLOT, [event], "edit_stop", marked=summary)
@@ -152,6 +166,7 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     use.click(use_output, [gallery, selected], [image], queue=False, api_name="edit_use_output",
               api_visibility="undocumented")
     record(history, [event], settings, gallery)
+    reveal_after([event], "edit-before-after")
     return {"gallery": gallery, "selected": selected, "ask": ask, "image": image}
 
 
@@ -181,7 +196,3 @@ def painted_inputs(value: dict | None) -> tuple[Any, Any]:
     mask = folder / "mask.png"
     Image.fromarray((alpha * 255).astype("uint8")).save(mask)
     return str(picture), [str(mask)]
-
-
-def _uploaded_path(payload: Any) -> str | None:
-    return None if payload is None else getattr(payload, "path", None) or str(payload)

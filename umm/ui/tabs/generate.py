@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
@@ -20,7 +21,8 @@ from umm.ui.context import (
     wire_stop,
 )
 from umm.ui.history import history_strip, record
-from umm.ui.runs import LANE_KWARGS, progress_control, run_images, user_errors
+from umm.ui.page import reveal_after
+from umm.ui.runs import LANE_KWARGS, progress_control, stream_images, user_errors
 
 SLOT = "generate"
 
@@ -88,28 +90,45 @@ def build(ctx: UiContext, app: gr.Blocks) -> dict[str, Any]:
     def generate(
         model_id, prompt, negative_prompt, seed, progress: gr.Progress = gr.Progress(),
         request: gr.Request = None, **params,
-    ) -> tuple[Any, ...]:
+    ) -> Iterator[tuple[Any, ...]]:
         with user_errors():
             req = check(model_id, prompt, negative_prompt, seed, **params)
             progress(None, desc="Waiting for the accelerator / loading the model…")
             started = time.perf_counter()
             with ctx.runs.track(request, SLOT, progress_control(ctx.manager, progress, "Generating")) as control:
-                result = run_images(ctx.manager, "generate", model_id, req, control)
+                live = False
+                for running in stream_images(ctx.manager, "generate", model_id, req, control):
+                    if running.result is None:
+                        # a plan being written (e.g. Bagel's thinking) shows as it grows; from then on this
+                        # line carries the progress too, as gradio's bar gives way to the first update
+                        live = live or bool(running.text)
+                        if live:
+                            text = outputs.running_status(running.text, running.done, running.total, running.unit,
+                                                          time.perf_counter() - started)
+                            yield gr.skip(), text, gr.skip(), gr.skip(), gr.skip()
+                        continue
+                    result = running.result
             paths = outputs.save_result(result)
             data = result.info.as_dict()
             text = outputs.summary(result.info, time.perf_counter() - started, len(paths))
-            return paths, text, data, outputs.api_snippet(base_url(request), "/generate", data), paths
+            yield paths, text, data, outputs.api_snippet(base_url(request), "/generate", data), paths
 
     generate = panel.omittable(generate)
+    # preprocess=False, as in Edit: every value reaches our own checks as the page or client sent it (an empty
+    # control means the model's default), not gradio's per-component checks, which a session's rebuilt
+    # components apply with their internals in the message.
     event = run.click(
         generate, [picker.dropdown, prompt, negative, seed], [gallery, summary, settings, snippet, files],
-        inputs_kwargs=kwargs, api_name="generate", validator=checks.validator(names, check), **LANE_KWARGS,
+        inputs_kwargs=kwargs, api_name="generate", validator=checks.validator(names, check), preprocess=False,
+        show_progress_on=[gallery], **LANE_KWARGS,
     )
     submit = prompt.submit(
         generate, [picker.dropdown, prompt, negative, seed], [gallery, summary, settings, snippet, files],
-        inputs_kwargs=kwargs, api_visibility="private", validator=checks.validator(names, check), **LANE_KWARGS,
+        inputs_kwargs=kwargs, api_visibility="private", validator=checks.validator(names, check), preprocess=False,
+        show_progress_on=[gallery], **LANE_KWARGS,
     )
 
     wire_stop(ctx, stop, SLOT, [event, submit], "generate_stop", marked=summary)
     record(history, [event, submit], settings, gallery)
+    reveal_after([event, submit], "gen-gallery")
     return {"gallery": gallery, "selected": selected, "ask": ask, "edit_this": edit_this}
