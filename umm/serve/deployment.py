@@ -98,7 +98,7 @@ class UmmReplica:
         self.actor_name = ray.get_runtime_context().get_actor_name()
         self.cancelled = 0
         self.active = 0
-        self._epoch = 0
+        self.stopped_after_steps: int | None = None
         # Serve's multiplexing, sized from configs/app.yaml, wired at init so N is data, not code.
         async def load_model(model_id: str) -> _Resident:  # a plain function: Serve keeps its LRU on it
             return await self._load_model(model_id)
@@ -107,11 +107,13 @@ class UmmReplica:
             load_model
         )
         self._board = board()
+        self._epoch = ray.get(self._report(), timeout=30)  # unloads asked before this replica existed are done
         self._stop = threading.Event()
         threading.Thread(target=self._heartbeat, name="umm-heartbeat", daemon=True).start()
 
     async def _load_model(self, model_id: str) -> _Resident:
         await asyncio.to_thread(self.manager.load, model_id)
+        self._report()  # at once, not at the next heartbeat: status() should show the new resident
         return _Resident(model_id)
 
     # -- calls -----------------------------------------------------------------------------------
@@ -162,6 +164,9 @@ class UmmReplica:
                 raise ValueError(f"not a task: {task}")
         except Exception as err:
             put("error", _user_error(err))
+        finally:
+            if control.cancelled:
+                self.stopped_after_steps = control.steps  # proof for tests that Stop ended the run early
 
     async def load(self) -> dict[str, Any]:
         model_id = serve.get_multiplexed_model_id()
@@ -182,19 +187,28 @@ class UmmReplica:
             "loads": sum(e.action in LOAD_ACTIONS for e in events),
             "runs": len(self.manager.runs),
             "cancelled": self.cancelled,
+            "stopped_after_steps": self.stopped_after_steps,
             "active": self.active,
+            "busy": self.manager._lane.locked(),
             "queue_depth": self.manager.queue_depth,
             "time_limit_s": self.manager.time_limit_s,
         }
 
     # -- heartbeat -------------------------------------------------------------------------------
+    def _report(self) -> Any:
+        return self._board.report.remote(self.state())
+
     def _heartbeat(self) -> None:
         while not self._stop.wait(HEARTBEAT_S):
             with contextlib.suppress(Exception):  # a board restart or a slow tick must not kill the replica
-                epoch = ray.get(self._board.report.remote(self.state()), timeout=10)
+                epoch = ray.get(self._report(), timeout=10)
                 if epoch > self._epoch:
                     self._epoch = epoch
-                    threading.Thread(target=self.manager.unload, daemon=True).start()
+                    threading.Thread(target=self._unload, daemon=True).start()
+
+    def _unload(self) -> None:
+        self.manager.unload()
+        self._report()
 
     def __del__(self) -> None:
         self._stop.set()

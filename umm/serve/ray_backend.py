@@ -245,8 +245,16 @@ def init_ray(address: str | None = None, *, num_cpus: int | None = None, include
         except ConnectionError:
             if address:
                 raise
-    ray.init(namespace=dep.NAMESPACE, runtime_env=runtime_env, num_cpus=num_cpus,
-             include_dashboard=include_dashboard, log_to_driver=False)
+    for attempt in (1, 2):  # a starved machine can miss Ray's fixed 30 s node start-up window once
+        try:
+            ray.init(namespace=dep.NAMESPACE, runtime_env=runtime_env, num_cpus=num_cpus,
+                     include_dashboard=include_dashboard, log_to_driver=False)
+            return True
+        except Exception as err:
+            if attempt == 2 or "timed out during startup" not in str(err):
+                raise
+            log.warning("the local Ray node did not start in time; trying once more")
+            ray.shutdown()
     return True
 
 
