@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config["ray"] = {**(config.get("ray") or {}), "models_per_replica": 1}
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     init_ray("local", num_cpus=2, include_dashboard=False)
-    record: dict[str, Any] = {"models": [A, B], "clients": args.clients, "target_overhead_p50_ms": 10}
+    record: dict[str, Any] = {"models": [A, B], "clients": args.clients, "requests": args.requests,
+                              "pairs": args.pairs, "target_overhead_p50_ms": 10}
     try:
         results = {}
         for replicas in (1, 2):

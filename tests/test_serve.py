@@ -152,10 +152,10 @@ def ray_backend(two_models):
 
     starter = threading.Thread(target=start, daemon=True)
     starter.start()
-    starter.join(timeout=240)
+    starter.join(timeout=420)
     try:
         if starter.is_alive() or "error" in box:
-            pytest.fail(f"the Ray cluster did not start: {box.get('error', 'timed out after 240 s')}")
+            pytest.fail(f"the Ray cluster did not start: {box.get('error', 'timed out after 420 s')}")
         backend = RayBackend(box["handle"], two_models, time_limit_s=120, timeout_s=120)
         wait_for(lambda: len(backend.replicas(max_age_s=0)) == 2, what="2 replicas reporting")
         yield backend
