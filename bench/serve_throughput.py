@@ -122,13 +122,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.requests, args.pairs = 16, 10
 
+    from umm.serve.ray_backend import RayBackend, deploy, init_ray  # noqa: I001 (first: Serve's routing settings)
+
     import ray
     import torch
     from ray import serve
 
     from umm.catalog import load_app_config, load_catalog
     from umm.manager import ModelManager
-    from umm.serve.ray_backend import RayBackend, deploy, init_ray
     from umm.tiny import build_tiny_catalog
 
     torch.set_num_threads(1)

@@ -131,10 +131,10 @@ def test_default_paths_never_import_ray():
 def ray_backend(two_models):
     """ONE local cluster for the module: 2 CPU replicas, one ModelManager each, one model per replica."""
     pytest.importorskip("ray", reason="ray is an optional extra (requirements-ray.txt)")
+    from umm.serve.ray_backend import RayBackend, deploy, init_ray  # noqa: I001 (first: Serve's routing settings)
+
     import ray
     from ray import serve
-
-    from umm.serve.ray_backend import RayBackend, deploy, init_ray
 
     config = load_app_config()
     config["ray"] = {**(config.get("ray") or {}), "models_per_replica": 1}

@@ -7,6 +7,7 @@ that dies before a run produced anything is retried on another one; one that die
 run with a clear :class:`ReplicaLostError` and the next request works.
 """
 
+# ruff: noqa: E402  (Serve routing settings below must precede the ray imports)
 from __future__ import annotations
 
 import asyncio
@@ -17,6 +18,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+# Serve's router (in this, the calling process) reads these when ray.serve is imported. Its defaults give a
+# replica 0.1 s to report its queue and 1 s to be found holding the model before a request spills onto
+# another replica, which then swaps; on a busy host that turns into swaps, and a swap of a real model
+# costs far more than waiting. Set them before ray.serve is imported to choose otherwise.
+for _name, _value in (("RAY_SERVE_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "1.0"),
+                      ("RAY_SERVE_MAX_QUEUE_LENGTH_RESPONSE_DEADLINE_S", "5.0"),
+                      ("RAY_SERVE_MULTIPLEXED_MODEL_ID_MATCHING_TIMEOUT_S", "10.0")):
+    os.environ.setdefault(_name, _value)
 
 import ray
 from ray import serve
