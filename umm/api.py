@@ -1,7 +1,8 @@
 """The Python API: ``umm.load("janus-pro-1b")`` returns a handle with the same typed methods.
 
 Handles share one manager per process by default, so holding several handles still keeps exactly one
-model resident; calling a method swaps as needed.
+model resident; calling a method swaps as needed. With ``UMM_BACKEND=ray`` (or ``backend=`` of
+:func:`default_manager`) the same handles run on a Ray Serve deployment of managers instead.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from PIL import Image
 
 from umm.catalog import Catalog, load_app_config, load_catalog
 from umm.control import RunControl
-from umm.manager import ModelManager, manager_from_config
+from umm.manager import ModelManager
+from umm.serve.backend import Backend, make_backend
 from umm.types import EditRequest, GenerateRequest, ImageResult, Message, UnderstandRequest
 
 DEMO_ENV = "UMM_DEMO"
@@ -35,14 +37,15 @@ def full_catalog(demo: bool | None = None, tiny_root: Path | None = None) -> Cat
 
 
 @functools.lru_cache(maxsize=1)
-def default_manager(demo: bool = False) -> ModelManager:
-    return manager_from_config(full_catalog(demo), load_app_config())
+def default_manager(demo: bool = False, backend: str | None = None) -> ModelManager | Backend:
+    """The process's manager (or Ray backend: ``backend="ray"`` or ``$UMM_BACKEND``), made on first use."""
+    return make_backend(full_catalog(demo), load_app_config(), backend)
 
 
 class Model:
     """A model id bound to a manager; every call goes through the manager's lane."""
 
-    def __init__(self, model_id: str, manager: ModelManager) -> None:
+    def __init__(self, model_id: str, manager: ModelManager | Backend) -> None:
         self.spec = manager.catalog.get(model_id)
         self.manager = manager
 
@@ -87,7 +90,7 @@ class Model:
         return f"Model({self.id!r}, status={self.manager.status(self.id)!r})"
 
 
-def load(model_id: str, *, manager: ModelManager | None = None, demo: bool | None = None) -> Model:
+def load(model_id: str, *, manager: ModelManager | Backend | None = None, demo: bool | None = None) -> Model:
     """Resolve ``model_id`` and make it resident; ids starting with ``tiny-`` switch demo mode on."""
     if manager is None:
         manager = default_manager(bool(demo) or model_id.startswith("tiny-"))

@@ -1,4 +1,4 @@
-"""``python -m umm list | chat | generate | edit``: the command line over the same manager."""
+"""``python -m umm list | chat | generate | edit | serve``: the command line over the same manager (or Ray)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m umm", description=__doc__)
     parser.add_argument("--demo", action="store_true", help="also offer tiny random-weight models (offline)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    parser.add_argument("--backend", choices=("local", "ray"), default=None,
+                        help="run in this process (local, default) or on the Ray deployment (ray; also UMM_BACKEND)")
     parser.add_argument("-v", "--verbose", action="store_true")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -42,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
     checker.add_argument("--path", help="a folder holding the snapshot (default: the pinned one in the HF cache)")
     lister = sub.add_parser("list", help="list catalog models")
     lister.add_argument("--capability", choices=["understand", "generate", "edit"])
+
+    server = sub.add_parser(
+        "serve", help="start the Ray Serve deployment (a local Ray cluster unless --address; requirements-ray.txt)"
+    )
+    server.add_argument("--replicas", type=int, default=None, help="replicas, one ModelManager each (ray.replicas)")
+    server.add_argument("--models-per-replica", type=int, default=None, help="ray.models_per_replica")
+    server.add_argument("--gpus-per-replica", type=float, default=None, help="default: 1 where the cluster has GPUs")
+    server.add_argument("--cpus-per-replica", type=float, default=None)
+    server.add_argument("--address", default=None, help="an existing Ray cluster (e.g. auto); default: start one")
+    server.add_argument("--detach", action="store_true", help="return once deployed (only with --address)")
 
     def task(name: str, help_text: str) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text)
@@ -126,12 +138,23 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"{spec.id:24} {caps:26} {spec.weight_bytes / 1e9:6.2f} GB  {spec.repo}")
         return 0
 
+    if args.command == "serve":
+        from umm.serve.ray_backend import serve_forever
+
+        overrides = {"device": args.device} if args.device else {}
+        return serve_forever(
+            catalog, load_app_config(), replicas=args.replicas, models_per_replica=args.models_per_replica,
+            gpus_per_replica=args.gpus_per_replica, cpus_per_replica=args.cpus_per_replica, address=args.address,
+            detach=args.detach, **overrides,
+        )
+
     from umm.images import save_png
     from umm.inputs import check_prompt, open_image
-    from umm.manager import manager_from_config
+    from umm.serve.backend import make_backend
     from umm.types import EditRequest, GenerateRequest, Message, UnderstandRequest
 
-    manager = manager_from_config(catalog, load_app_config(), **({"device": args.device} if args.device else {}))
+    overrides = {"device": args.device} if args.device else {}
+    manager = make_backend(catalog, load_app_config(), args.backend, **overrides)
     params = dict(args.param)
     prompt = check_prompt(args.prompt)
     if args.command == "chat":

@@ -44,6 +44,8 @@ def allocated_bytes(device: torch.device) -> int:
 
 def describe(device: torch.device) -> str:
     """One line for people: which accelerator, and how much of its memory is free right now."""
+    if not isinstance(device, torch.device):  # a remote backend describes its own devices
+        return str(device)
     if device.type == "cuda" and torch.cuda.is_available():
         free, total = torch.cuda.mem_get_info(device)
         name = torch.cuda.get_device_name(device)

@@ -1,4 +1,4 @@
-"""``python app.py [--demo] [--host H] [--port P] [--share] [--public]``: build and launch the web app."""
+"""``python app.py [--demo] [--host H] [--port P] [--share] [--public] [--backend B]``: build, launch the app."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 from umm.api import DEMO_ENV, full_catalog
 from umm.catalog import load_app_config
-from umm.manager import manager_from_config
+from umm.serve.backend import BACKEND_ENV, BACKENDS, make_backend
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +21,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--share", action="store_true", help="create a public gradio.live link")
     parser.add_argument("--public", action="store_true", help="public mode: no load/unload (default on Spaces)")
     parser.add_argument("--device", help="cuda, mps or cpu (default: best available)")
+    parser.add_argument(
+        "--backend", choices=BACKENDS, default=None,
+        help=f"where models run: this process (local, default) or a Ray Serve deployment (ray; also {BACKEND_ENV})",
+    )
     parser.add_argument("--mcp", action="store_true", help="also serve generate, edit and chat as MCP tools")
     parser.add_argument("-v", "--verbose", action="store_true")
     return parser.parse_args(argv)
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     app_config = config.get("app") or {}
     demo = args.demo or None  # None: full_catalog reads UMM_DEMO
     catalog = full_catalog(demo)
-    manager = manager_from_config(catalog, config, **({"device": args.device} if args.device else {}))
+    manager = make_backend(catalog, config, args.backend, **({"device": args.device} if args.device else {}))
     max_upload = int(float(app_config.get("max_upload_bytes") or 20e6))
     app = build_app(
         manager, public=is_public(args, config), max_upload_bytes=max_upload,
