@@ -49,8 +49,19 @@ def cat() -> Image.Image:
     return image
 
 
+def shapes_world() -> Image.Image:
+    """A scene of the shapes-janus toy world (umm/shapes/world.py), the offline model's home ground."""
+    from umm.shapes import world
+
+    return world.render_pil((world.Item(0, "red", "circle", "small"), world.Item(4, "green", "square", "large"),
+                             world.Item(8, "blue", "triangle", "large")))
+
+
 def main() -> None:
-    for name, make in {"landscape": landscape, "shapes": shapes, "cat": cat}.items():
+    import sys
+
+    sys.path.insert(0, str(HERE.parent))
+    for name, make in {"landscape": landscape, "shapes": shapes, "cat": cat, "shapes-world": shapes_world}.items():
         make().save(HERE / f"{name}.png", optimize=True)
 
 

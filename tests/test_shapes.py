@@ -87,6 +87,32 @@ def test_training_sequences_match_the_processor() -> None:
     assert np.allclose(inputs["pixel_values"][0].numpy(), pixels([scene])[0].numpy(), atol=1e-6)
 
 
+def test_multi_turn_training_chats_match_the_chat_template() -> None:
+    """Later turns of a training chat are the app's multi-turn format, and every answer is a label."""
+    from umm.shapes.model import build
+    from umm.shapes.train import Batches
+
+    _, processor = build()
+    batches = Batches(processor, seed=1)
+    for _ in range(20):
+        ids, labels, _ = batches.understanding(1)
+        turns = processor.tokenizer.decode(ids[0, 1:]).split(processor.tokenizer.eos_token)[:-1]
+        if len(turns) > 1:
+            break
+    conversation = []
+    for k, turn in enumerate(turns):
+        question, answer = turn.removeprefix("<|User|>: ").split("\n\n<|Assistant|>: ")
+        content = [{"type": "text", "text": question.split("\n")[-1]}]
+        conversation += [{"role": "user", "content": ([{"type": "image"}] if k == 0 else []) + content},
+                         {"role": "assistant", "content": [{"type": "text", "text": answer}]}]
+    text = processor.apply_chat_template(conversation)
+    scene = (world.Item(0, "red", "circle", "small"),)
+    expected = processor(text=text, images=[world.render_pil(scene)], return_tensors="pt")["input_ids"][0]
+    assert len(turns) > 1 and expected.tolist() == ids[0].tolist()
+    answers = processor.tokenizer.decode(ids[0][labels[0] != -100]).split(processor.tokenizer.eos_token)[:-1]
+    assert [a.strip() for a in answers] == [t.split("<|Assistant|>: ")[1] for t in turns]
+
+
 # -- semantics through the manager -------------------------------------------------------------
 @BELOW_BAR
 def test_understanding_answers_about_a_rendered_image(shapes_manager: ModelManager) -> None:

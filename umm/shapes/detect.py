@@ -11,10 +11,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from umm.shapes.world import BACKGROUND, CELL, COLOURS, POSITIONS
+from umm.shapes.world import BACKGROUND, CELL, COLOURS, POSITIONS, RADIUS
 
 MIN_AREA = 20  # pixels; smaller blobs are decoding noise
 MAX_DISTANCE = 90.0  # RGB distance beyond which a pixel belongs to no palette colour
+LARGE_EXTENT = RADIUS["small"] + RADIUS["large"]  # pixels: half-way between the two sizes' extents
 
 
 @dataclass(frozen=True)
@@ -93,5 +94,5 @@ def detect(image) -> list[Blob]:
             cy, cx = points.mean(0)
             cell = min(int(cy // CELL), 2) * 3 + min(int(cx // CELL), 2)
             extent = int((points.max(0) - points.min(0)).max()) + 1
-            blobs.append(Blob(colour, shape, cell, "large" if extent >= 19 else "small", len(points), fill))
+            blobs.append(Blob(colour, shape, cell, "large" if extent >= LARGE_EXTENT else "small", len(points), fill))
     return sorted(blobs, key=lambda b: -b.area)

@@ -94,7 +94,8 @@ def generation(adapter, scenes: list[world.Scene], *, guidance_scale: float, per
     return {key: value / count for key, value in totals.items()}
 
 
-def table(und: dict[str, float], gen_on: dict[str, float], gen_off: dict[str, float], cfg: float) -> str:
+def table(und: dict[str, float], gen_on: dict[str, float], gen_off: dict[str, float], cfg: float,
+          temperature: float = 1.0) -> str:
     kinds = ("colour", "shape", "count", "position")
     lines = ["| held-out | " + " | ".join(kinds) + " |", "|---|" + "--:|" * len(kinds)]
 
@@ -107,8 +108,8 @@ def table(und: dict[str, float], gen_on: dict[str, float], gen_off: dict[str, fl
         return f"| {name} | " + " | ".join(cells) + " |"
 
     lines.append(row("understanding", und, "understanding"))
-    lines.append(row(f"generation, CFG {cfg:g}", gen_on, "generation"))
-    lines.append(row("generation, CFG 1 (off)", gen_off, "generation"))
+    lines.append(row(f"generation, CFG {cfg:g}, T {temperature:g}", gen_on, "generation"))
+    lines.append(row(f"generation, CFG 1 (off), T {temperature:g}", gen_off, "generation"))
     goal = " / ".join(f"{k} ≥{100 * TARGETS['understanding', k]:.0f}%" for k in kinds)
     goal_g = " / ".join(f"{k} ≥{100 * TARGETS['generation', k]:.0f}%" for k in kinds)
     extra = ", ".join(f"{k} {100 * v:.1f}%" for k, v in und.items() if k not in kinds)
@@ -116,15 +117,18 @@ def table(und: dict[str, float], gen_on: dict[str, float], gen_off: dict[str, fl
                       f"other understanding questions: {extra}"])
 
 
-def evaluate_dir(directory: Path | str | None = None, *, scenes: int = 60, cfg: float | None = None) -> str:
+def evaluate_dir(directory: Path | str | None = None, *, scenes: int = 60, cfg: float | None = None,
+                 temperature: float | None = None) -> str:
+    """The table, with the catalog's generation defaults (CFG scale, temperature) unless given."""
     adapter = load_adapter(directory)
-    if cfg is None:
-        cfg = adapter.spec.capability("generate").defaults()["guidance_scale"]
+    defaults = adapter.spec.capability("generate").defaults()
+    cfg = defaults["guidance_scale"] if cfg is None else cfg
+    temperature = defaults["temperature"] if temperature is None else temperature
     held = heldout_scenes(scenes)
     und = understanding(adapter, held)
-    on = generation(adapter, held, guidance_scale=cfg)
-    off = generation(adapter, held, guidance_scale=1.0)
-    text = table(und, on, off, cfg)
+    on = generation(adapter, held, guidance_scale=cfg, temperature=temperature)
+    off = generation(adapter, held, guidance_scale=1.0, temperature=temperature)
+    text = table(und, on, off, cfg, temperature)
     print(text, flush=True)
     return text
 
@@ -134,9 +138,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the catalog's)")
     parser.add_argument("--scenes", type=int, default=60, help="held-out scenes (each asked 4-5 questions)")
     parser.add_argument("--cfg", type=float, default=None, help="CFG scale of the 'on' row (default: catalog's)")
+    parser.add_argument("--temperature", type=float, default=None,
+                        help="image-token sampling temperature (default: catalog's)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    evaluate_dir(args.model, scenes=args.scenes, cfg=args.cfg)
+    evaluate_dir(args.model, scenes=args.scenes, cfg=args.cfg, temperature=args.temperature)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ from umm.shapes.world import SIZES as SHAPE_SIZES
 
 PATCH = 16
 NUM_IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
-# One VQ code per patch the world can show: background, or a quarter of a (colour, shape, size) variant.
-NUM_CODES = 1 + 4 * len(COLOURS) * len(SHAPES) * len(SHAPE_SIZES)
+# One VQ code per patch the world can show: a quarter of a (colour, shape, size) variant, or background,
+# which has one code per token position (see umm/shapes/train.py).
+NUM_CODES = NUM_IMAGE_TOKENS + 4 * len(COLOURS) * len(SHAPES) * len(SHAPE_SIZES)
 SPECIALS = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>", "pad_token": "<｜▁pad▁｜>"}
 IMAGE_SPECIALS = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
 SIZES: dict = {

@@ -1,11 +1,13 @@
-"""Train the shapes Janus model from scratch: VQ tokenizer first, then the LM on mixed batches.
+"""Train the shapes Janus model from scratch: VQ tokenizer, vision tower, then the LM on mixed batches.
 
     python -m umm.shapes.train --out assets/shapes-janus
 
-Deterministic for a given seed and thread count. The VQ stage learns the world's image patches;
-the LM stage then trains the SigLIP tower, aligners, Llama and generation head on understanding
-(image + question -> answer) and generation (caption -> VQ tokens, with caption dropout for
-classifier-free guidance) batches, with the VQ frozen. Ends with the evaluation table.
+Deterministic for a given seed and thread count. The VQ stage learns the world's image patches.
+The LM stage first teaches the SigLIP tower and aligner, through throw-away linear probes, what each
+patch shows and where it is; then it trains the tower, aligners, Llama and generation head on
+understanding chats (image + 1-4 questions -> answers) and generation (caption -> VQ tokens, with
+caption dropout for classifier-free guidance) batches, with the VQ frozen. Ends with the evaluation
+table.
 """
 
 from __future__ import annotations
@@ -22,11 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from umm.shapes import world
-from umm.shapes.model import IMAGE_SPECIALS, NUM_IMAGE_TOKENS, build
+from umm.shapes.model import IMAGE_SPECIALS, NUM_IMAGE_TOKENS, PATCH, build
 
 log = logging.getLogger("umm.shapes.train")
-GRID = world.IMAGE_SIZE // 16  # image tokens per side
-UNCOND_RATE = 0.1  # captions dropped to train the unconditional branch of CFG
+GRID = world.IMAGE_SIZE // PATCH  # image tokens per side (a grid cell is 2x2 tokens)
+UNCOND_RATE = 0.2  # captions dropped to train the unconditional branch of CFG (a fifth: it gets few steps)
+MAX_TURNS = 4  # question/answer turns per understanding chat
 
 
 def pixels(scenes) -> torch.Tensor:
@@ -43,27 +46,39 @@ def _schedule(step: int, steps: int, warmup: int) -> float:
 
 # -- VQ --------------------------------------------------------------------------------------
 # Scenes are aligned with tokens, so every token shows one of a fixed set of patches: a quarter of
-# one (colour, shape, size) variant, or background. The tokenizer gets one code per patch (code 0 is
-# background) instead of discovering them by clustering, which on a CPU takes far longer.
+# one (colour, shape, size) variant, or background. The tokenizer gets one code per patch instead of
+# discovering them by clustering, which on a CPU takes far longer; background has one code per
+# token position. Those codes all draw the same empty patch, but while the LM writes an image they
+# tell it where it is: a Llama with RoPE otherwise has to count its way from the begin-of-image
+# token to know which grid cell, hence which part of the caption, the next token belongs to.
 VARIANTS = [(c, s, z) for c in world.COLOURS for s in world.SHAPES for z in world.SIZES]
-NUM_CODES = 1 + 4 * len(VARIANTS)
+NUM_CODES = NUM_IMAGE_TOKENS + 4 * len(VARIANTS)
 
 
 def scene_codes(scene) -> torch.Tensor:
     """The scene's 36 VQ codes in raster order."""
-    grid = torch.zeros(GRID, GRID, dtype=torch.long)
+    grid = torch.arange(NUM_IMAGE_TOKENS).view(GRID, GRID)  # background at each position
     for item in scene:
         row, col = divmod(item.cell, 3)
         variant = VARIANTS.index((item.colour, item.shape, item.size))
         for quarter in range(4):
-            grid[2 * row + quarter // 2, 2 * col + quarter % 2] = 1 + 4 * variant + quarter
+            grid[2 * row + quarter // 2, 2 * col + quarter % 2] = NUM_IMAGE_TOKENS + 4 * variant + quarter
     return grid.flatten()
 
 
+def is_background(codes: torch.Tensor) -> torch.Tensor:
+    return codes < NUM_IMAGE_TOKENS
+
+
 def weight(x: torch.Tensor) -> torch.Tensor:
-    """Per-pixel loss weights: shapes cover a tenth of an image but are all that matters."""
+    """Per-pixel loss weights: shapes and a thin margin around them count ten times the background.
+
+    Shapes cover a tenth of an image but are all that matters; the margin keeps the decoder from
+    rounding off corners, which costs it little when only the shape's own pixels weigh.
+    """
     background = torch.tensor(world.BACKGROUND, dtype=x.dtype).view(1, 3, 1, 1) / 127.5 - 1.0
-    return 1.0 + 9.0 * ((x - background).abs().sum(1, keepdim=True) > 0.05).to(x.dtype)
+    shape = ((x - background).abs().sum(1, keepdim=True) > 0.05).to(x.dtype)
+    return 1.0 + 9.0 * F.max_pool2d(shape, kernel_size=5, stride=1, padding=2)
 
 
 def _cell_crops(scenes, rng: random.Random) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,10 +165,69 @@ def train_vq(vq, *, steps: int, batch: int, seed: int, lr: float = 2e-3, full_fr
 
 
 def encoder_accuracy(vq, scenes) -> float:
-    """How often the hub ``encode`` returns the designed code of a token."""
+    """How often the hub ``encode`` reads a token's patch right: its designed code, or any background code.
+
+    (Background codes differ only in the position they stand for, which a convolution barely sees.)
+    """
     with torch.no_grad():
         tokens = vq.encode(pixels(scenes)).image_tokens.view(len(scenes), -1)
-    return (tokens == torch.stack([scene_codes(s) for s in scenes])).float().mean().item()
+    codes = torch.stack([scene_codes(s) for s in scenes])
+    return ((tokens == codes) | (is_background(tokens) & is_background(codes))).float().mean().item()
+
+
+# -- vision tower -----------------------------------------------------------------------------
+def _attributes(scenes) -> torch.Tensor:
+    """Per image token: (colour, shape, size, token index), 0 meaning empty for the first three."""
+    cell_of = torch.tensor([(t // GRID // 2) * 3 + (t % GRID) // 2 for t in range(NUM_IMAGE_TOKENS)])
+    rows = []
+    for scene in scenes:
+        per_cell = torch.zeros(9, 3, dtype=torch.long)
+        for item in scene:
+            per_cell[item.cell] = torch.tensor([1 + list(world.COLOURS).index(item.colour),
+                                                1 + world.SHAPES.index(item.shape), 1 + world.SIZES.index(item.size)])
+        rows.append(torch.cat([per_cell[cell_of], torch.arange(NUM_IMAGE_TOKENS)[:, None]], dim=1))
+    return torch.cat(rows)
+
+
+def train_vision(model, *, steps: int, batch: int, seed: int, lr: float = 3e-3) -> list[float]:
+    """Teach the SigLIP tower and its aligner what each cell holds and where it is.
+
+    Throw-away linear probes read every image feature: its colour, shape, size (or empty) and grid
+    position, each on its own, so the features the LM receives are a sum of separate directions
+    that a single attention head can match ("the circle") and read ("its colour"). Without this
+    the LM sits for thousands of steps on the answer prior before it starts to read the image.
+    """
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    janus = model.model
+    _reset(janus.vision_model)
+    _reset(janus.aligner)
+    # N(0, 1) like nn.Embedding's default: at the hub's std 0.02 the places are a rounding error next
+    # to the patch contents, and the tower takes hundreds of steps to tell its tokens apart.
+    janus.vision_model.embeddings.position_embedding.reset_parameters()
+    hidden = model.config.text_config.hidden_size
+    classes = (1 + len(world.COLOURS), 1 + len(world.SHAPES), 1 + len(world.SIZES), NUM_IMAGE_TOKENS)
+    probes = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in classes)
+    params = [*janus.vision_model.parameters(), *janus.aligner.parameters(), *probes.parameters()]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    janus.vision_model.train()
+    losses = []
+    started = time.perf_counter()
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = lr * _schedule(step, steps, min(20, steps // 5 + 1))
+        scenes = [world.random_scene(rng) for _ in range(batch)]
+        features = janus.get_image_features(pixels(scenes)).pooler_output.flatten(0, 1)
+        targets = _attributes(scenes)
+        loss = sum(F.cross_entropy(probe(features), targets[:, k]) for k, probe in enumerate(probes))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+        if step % 50 == 0 or step == steps - 1:
+            log.info("vision step %d/%d  loss %.4f  %.0fs", step + 1, steps, np.mean(losses[-50:]),
+                     time.perf_counter() - started)
+    return losses
 
 
 # -- LM --------------------------------------------------------------------------------------
@@ -173,20 +247,31 @@ class Batches:
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
-    def understanding(self, size: int):
+    def understanding(self, size: int, max_turns: int = MAX_TURNS):
+        """Chats about one image each: 1 to ``max_turns`` question/answer turns, every answer learnt.
+
+        Later turns reuse the image's tokens, so one forward pass teaches several answers.
+        """
         scenes = [world.random_scene(self.rng) for _ in range(size)]
-        qs = [world.random_question(s, self.rng) for s in scenes]
         image = f"{IMAGE_SPECIALS['boi_token']}{IMAGE_SPECIALS['image_token'] * NUM_IMAGE_TOKENS}" \
-                f"{IMAGE_SPECIALS['eoi_token']}"
-        prompts = self._ids([f"<|User|>: {image}\n{q.text}\n\n<|Assistant|>:" for q in qs])
-        answers = self._ids([f" {q.answer}" for q in qs])
-        rows = [[self.bos, *p, *a, self.eos] for p, a in zip(prompts, answers, strict=True)]
+                f"{IMAGE_SPECIALS['eoi_token']}\n"
+        rows, targets = [], []
+        for scene in scenes:
+            row, target = [self.bos], [-100]
+            for turn in range(self.rng.randint(1, max_turns)):
+                q = world.random_question(scene, self.rng)
+                prompt, answer = self._ids([f"<|User|>: {image if turn == 0 else ''}{q.text}\n\n<|Assistant|>:",
+                                            f" {q.answer}"])
+                row += [*prompt, *answer, self.eos]
+                target += [-100] * len(prompt) + [*answer, self.eos]
+            rows.append(row)
+            targets.append(target)
         length = max(map(len, rows))
         ids = torch.full((size, length), self.pad)
         labels = torch.full((size, length), -100)
-        for i, (row, a) in enumerate(zip(rows, answers, strict=True)):
+        for i, (row, target) in enumerate(zip(rows, targets, strict=True)):
             ids[i, : len(row)] = torch.tensor(row)
-            labels[i, len(row) - len(a) - 1: len(row)] = torch.tensor([*a, self.eos])
+            labels[i, : len(row)] = torch.tensor(target)
         return ids, labels, pixels(scenes)
 
     def generation(self, size: int):
@@ -227,16 +312,9 @@ def und_loss(model, ids, labels, pixel_values) -> torch.Tensor:
     return F.cross_entropy(logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten(), ignore_index=-100)
 
 
-def train_lm(model, batches: Batches, *, steps: int, batch: int, lr: float = 2e-3,
-             checkpoint=None, vision_reset: bool = True) -> list[tuple[float, float]]:
-    """AdamW on everything but the VQ; ``checkpoint(step)`` is called every 250 steps.
-
-    With ``vision_reset`` the SigLIP tower and its aligner start from PyTorch's default init: at the
-    hub init (std 0.02) their gradients stay too small for the LM to start reading the image.
-    """
-    if vision_reset:
-        _reset(model.model.vision_model)
-        _reset(model.model.aligner)
+def train_lm(model, batches: Batches, *, steps: int, batch: int, lr: float = 2e-3, und_batch: int | None = None,
+             checkpoint=None) -> list[tuple[float, float]]:
+    """AdamW on everything but the VQ; ``checkpoint(step)`` is called every 250 steps."""
     model.train()
     model.model.vqmodel.eval()
     params = [p for n, p in model.named_parameters() if not n.startswith("model.vqmodel.")]
@@ -246,7 +324,7 @@ def train_lm(model, batches: Batches, *, steps: int, batch: int, lr: float = 2e-
     for step in range(steps):
         for group in opt.param_groups:
             group["lr"] = lr * _schedule(step, steps, min(100, steps // 10 + 1))
-        lu = und_loss(model, *batches.understanding(batch))
+        lu = und_loss(model, *batches.understanding(und_batch or batch))
         lg = gen_loss(model, *batches.generation(batch))
         opt.zero_grad(set_to_none=True)
         (lu + lg).backward()
@@ -276,15 +354,17 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m umm.shapes.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("assets/shapes-janus"))
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--vq-steps", type=int, default=1500)
+    parser.add_argument("--vq-steps", type=int, default=2500)
     parser.add_argument("--vq-batch", type=int, default=16)
-    parser.add_argument("--lm-steps", type=int, default=600)
-    parser.add_argument("--lm-batch", type=int, default=32)
+    parser.add_argument("--vision-steps", type=int, default=300)
+    parser.add_argument("--lm-steps", type=int, default=3000)
+    parser.add_argument("--lm-batch", type=int, default=32, help="generation captions per LM step")
+    parser.add_argument("--und-batch", type=int, default=None,
+                        help="understanding chats per LM step (default: --lm-batch)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--stage", choices=["all", "vq", "lm"], default="all",
                         help="vq / lm: train one part into --out/parts (the two are independent, so they "
                              "can run in parallel); all: both, then assemble --out")
-    parser.add_argument("--hub-init", action="store_true", help="keep the hub init of the vision tower")
     parser.add_argument("--resume", type=Path, default=None,
                         help="lm stage: start from this checkpoint folder's LM weights (a longer run in pieces)")
     parser.add_argument("--no-eval", action="store_true")
@@ -318,8 +398,10 @@ def main(argv: list[str] | None = None) -> None:
             state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(VQ_PREFIX)}
             save_file(state, parts / ("lm.safetensors" if step is None else f"lm-{step}.safetensors"))
 
+        if args.resume is None:
+            train_vision(model, steps=args.vision_steps, batch=args.lm_batch, seed=args.seed + 2)
         train_lm(model, Batches(processor, args.seed + 1), steps=args.lm_steps, batch=args.lm_batch,
-                 checkpoint=keep, vision_reset=not (args.hub_init or args.resume))
+                 und_batch=args.und_batch, checkpoint=keep)
         keep()
     if not ((parts / "vq.safetensors").exists() and (parts / "lm.safetensors").exists()):
         return

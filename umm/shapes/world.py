@@ -31,7 +31,7 @@ SIZES = ("small", "large")
 # Cells in reading order; the phrase is what captions and answers say.
 POSITIONS = ("top left", "top", "top right", "left", "center", "right", "bottom left", "bottom", "bottom right")
 NUMBERS = ("zero", "one", "two", "three")
-RADIUS = {"small": 7, "large": 12}  # half the extent of a shape, in pixels
+RADIUS = {"small": 9, "large": 14}  # half the extent of a shape, in pixels
 
 
 @dataclass(frozen=True, order=True)
