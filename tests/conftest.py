@@ -73,6 +73,18 @@ def cheap_params(spec, capability: str, **overrides) -> dict:
     return params
 
 
+# Headless Chromium for the browser tests (the system's package; Playwright drives it, never installs one).
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+BROWSER_MARKS = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
+]
+
+
 def free_port() -> int:
     import socket
 

@@ -11,17 +11,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import BROWSER_MARKS, CHROMIUM, free_port
+from conftest import CHROMIUM_ARGS as ARGS
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"{CHROMIUM} is absent (apt-get install -y chromium)"),
-]
+pytestmark = BROWSER_MARKS
 
 LIMIT = 1_000_000
 
@@ -69,13 +62,6 @@ def shots(tmp_path: Path):
         for shot in folder.iterdir():
             shutil.copy(shot, Path(target) / shot.name)
 
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pick_model(page, prefix: str, text: str) -> None:
