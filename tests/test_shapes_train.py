@@ -11,8 +11,9 @@ from umm.control import RunControl
 def test_training_a_few_steps(tmp_path) -> None:
     from umm.shapes import train
 
-    train.main(["--out", str(tmp_path), "--vq-steps", "10", "--vq-batch", "4", "--lm-steps", "10",
-                "--lm-batch", "4", "--threads", "1", "--no-eval"])
+    # two threads: the VQ trains in a spawned process while the LM starts, and the LM joins it at step 4
+    train.main(["--out", str(tmp_path), "--vq-steps", "10", "--vq-batch", "4", "--vision-steps", "4",
+                "--lm-steps", "10", "--lm-batch", "4", "--threads", "2", "--join-step", "4", "--no-eval"])
     for name in ("model.safetensors.index.json", "config.json", "generation_config.json", "tokenizer.json",
                  "processor_config.json", "chat_template.jinja"):
         assert (tmp_path / name).is_file(), name

@@ -19,8 +19,8 @@ NUM_CODES = NUM_IMAGE_TOKENS + 4 * len(COLOURS) * len(SHAPES) * len(SHAPE_SIZES)
 SPECIALS = {"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>", "pad_token": "<｜▁pad▁｜>"}
 IMAGE_SPECIALS = {"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"}
 SIZES: dict = {
-    "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 4,
-             "num_key_value_heads": 4, "max_position_embeddings": 512},
+    "text": {"hidden_size": 128, "intermediate_size": 384, "num_hidden_layers": 4, "num_attention_heads": 8,
+             "num_key_value_heads": 8, "max_position_embeddings": 512},
     "vision": {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2},
     # VQ channels are multiples of 32 (GroupNorm); five levels downsample 16x: 96 px -> 6x6 tokens.
     # No residual blocks besides the decoder's one per level: full-resolution convolutions are most of
