@@ -47,6 +47,18 @@ def _schedule(step: int, steps: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
+def _optimise(opt, loss: torch.Tensor, losses: list[float], name: str, step: int, steps: int,
+              started: float) -> None:
+    """One optimizer step on ``loss``, kept in ``losses`` and logged (mean of the last 50) every 50 steps."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    losses.append(loss.item())
+    if step % 50 == 0 or step == steps - 1:
+        log.info("%s step %d/%d  loss %.4f  %.0fs", name, step + 1, steps, np.mean(losses[-50:]),
+                 time.perf_counter() - started)
+
+
 # -- VQ --------------------------------------------------------------------------------------
 # Scenes are aligned with tokens, so every token shows one of a fixed set of patches: a quarter of
 # one (colour, shape, size) variant, or background. The tokenizer gets one code per patch instead of
@@ -139,13 +151,7 @@ def train_vq(vq, *, steps: int, batch: int, seed: int, lr: float = 2e-3, full_fr
         recon = decode_codes(vq, codes)
         error = (recon - x).abs() + (recon - x).pow(2)
         loss = (error * weight(x)).sum() / weight(x).sum() / 3
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            log.info("vq decoder step %d/%d  loss %.4f  %.0fs", step + 1, steps, np.mean(losses[-50:]),
-                     time.perf_counter() - started)
+        _optimise(opt, loss, losses, "vq decoder", step, steps, started)
     with torch.no_grad():  # unit-norm codes: the hub encode (L2 argmin) then matches cosine matching
         vq.quantize.embedding.weight.copy_(F.normalize(vq.quantize.embedding.weight, dim=-1))
     encoder_params = [*vq.encoder.parameters(), *vq.quant_conv.parameters()]
@@ -252,13 +258,7 @@ def train_vision(model, tokenizer, *, steps: int, batch: int, seed: int, lr: flo
         loss = loss + F.cross_entropy(index_probe(features), targets[:, 4])
         target = sum(w[targets[:, k]] for k, w in enumerate(words))
         loss = loss + REGRESSION_WEIGHT * F.mse_loss(features, target) / target.pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-        if step % 50 == 0 or step == steps - 1:
-            log.info("vision step %d/%d  loss %.4f  %.0fs", step + 1, steps, np.mean(losses[-50:]),
-                     time.perf_counter() - started)
+        _optimise(opt, loss, losses, "vision", step, steps, started)
     janus.vision_model.eval()
     return losses
 
@@ -367,9 +367,9 @@ def train_lm(model, batches: Batches, *, steps: int, batch: int, lr: float = 2e-
     for name, module in model.named_modules():
         if f"{name}.".startswith(frozen):
             module.eval()
-    params = [p for n, p in model.named_parameters() if not n.startswith(frozen)]
     for n, p in model.named_parameters():
         p.requires_grad_(not n.startswith(frozen))
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     losses = []
     started = time.perf_counter()
@@ -473,7 +473,7 @@ def main(argv: list[str] | None = None) -> None:
                 vq_state = {k[len(VQ_PREFIX):]: v for k, v in resumed.items() if k.startswith(VQ_PREFIX)}
                 save_file(vq_state, parts / "vq.safetensors")
 
-        def keep(step: int) -> None:
+        def after_step(step: int) -> None:
             if step % 250 == 0:
                 state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(VQ_PREFIX)}
                 save_file(state, parts / f"lm-{step}.safetensors")
@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> None:
             train_vision(model, processor.tokenizer, steps=args.vision_steps, batch=args.lm_batch,
                          seed=args.seed + 2)
         train_lm(model, Batches(processor, args.seed + 1), steps=args.lm_steps, batch=args.lm_batch,
-                 und_batch=args.und_batch, on_step=keep)
+                 und_batch=args.und_batch, on_step=after_step)
         save_file({k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith(VQ_PREFIX)},
                   parts / "lm.safetensors")
     if vq_process is not None:
@@ -511,8 +511,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def join_vq(process) -> None:
-    if process.pid is not None and process.exitcode is None:
-        process.join()
+    process.join()  # returns at once when already joined
     if process.exitcode != 0:
         raise SystemExit(f"the VQ stage failed (exit code {process.exitcode})")
 
